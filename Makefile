@@ -1,0 +1,53 @@
+# tml-twhin developer and user entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NPROC ?= 2
+SAVE_DIR ?= runs/local
+CONFIG ?= configs/local.yaml
+SYNTHETIC_DIR ?= data/synthetic
+# Passive OpenMP waiting: spinning threads made small CPU boxes 10-40x slower (shared/stack.md §5).
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: help setup run-local data test lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: $(VENV)/.installed  ## build .venv with the pinned stack (no-op when up to date)
+
+# torchrec goes in with --no-deps: its metadata leaves fbgemm-gpu open and pip would pick a build
+# for another torch. requirements.txt doubles as the constraints file so nothing can move a pin.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+		-c requirements.txt -r <(grep -v '^torchrec==' requirements.txt)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+		$$(grep '^torchrec==' requirements.txt)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+data: $(SYNTHETIC_DIR)/graph.json  ## generate the synthetic Twitter-like graph (once)
+
+$(SYNTHETIC_DIR)/graph.json: | $(VENV)/.installed
+	$(PY) -m tml.projects.twhin.data.synthetic --out $(SYNTHETIC_DIR) --overwrite
+
+run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks into SAVE_DIR
+	$(VENV)/bin/torchrun --standalone --nnodes 1 --nproc_per_node $(NPROC) \
+		tml/projects/twhin/run.py --config_yaml_path=$(CONFIG) --save_dir=$(SAVE_DIR)
+
+test: setup lint  ## lint, then the whole test suite
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+lint: setup  ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:  ## remove the venv, generated data and runs
+	rm -rf $(VENV) data/synthetic runs .pytest_cache

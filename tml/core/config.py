@@ -1,0 +1,95 @@
+"""YAML -> pydantic v2 config loading with errors that name the field path.
+
+Every config class derives from `BaseConfig`, which forbids unknown keys, so a typo fails loudly
+instead of being silently ignored. `load_config` turns pydantic's error list into one line per
+problem (`model.relations[1].lhs: ...`) that a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+
+ConfigT = TypeVar("ConfigT", bound="BaseConfig")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field path."""
+
+
+class BaseConfig(pydantic.BaseModel):
+    """Base for all config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def unsupported(field_name: str, why: str) -> Any:
+    """A validator body for fields the original TwHIN declared but tml-twhin does not implement.
+
+    Such fields are accepted when unset so old configs load, and rejected with `why` when set.
+    """
+    raise ValueError(f"{field_name} is not supported: {why}")
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "<root>"
+
+
+def format_validation_error(error: pydantic.ValidationError) -> str:
+    """One line per problem: `field.path: message (got value)`."""
+    lines = []
+    for item in error.errors():
+        # Model validators report at the model's path; drop pydantic's "Value error, " prefix.
+        message = str(item.get("msg", "")).removeprefix("Value error, ")
+        location = _format_location(tuple(loc for loc in item["loc"] if not _is_union_tag(loc)))
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the config reference in README.md)"
+        elif item["type"] not in ("value_error", "assertion_error") and "input" in item:
+            message += f" (got {item['input']!r})"
+        for part in message.split("; "):
+            # Cross-field validators report `sub.path: problem`; attach it to the model's path.
+            if _RELATIVE_PATH.match(part):
+                lines.append(part if location == "<root>" else f"{location}.{part}")
+            else:
+                lines.append(f"{location}: {part}")
+    return "; ".join(lines)
+
+
+_RELATIVE_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*: ")
+
+
+def _is_union_tag(loc: Any) -> bool:
+    # pydantic adds the class name of union members / function validators to locations.
+    return isinstance(loc, str) and (loc.startswith("function-") or loc[:1].isupper())
+
+
+def load_config(config_class: type[ConfigT], path: str | Path) -> ConfigT:
+    """Read and validate a YAML config; raise `ConfigError` naming the file and field on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (pass --config_yaml_path=FILE)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {raw!r}")
+    try:
+        return config_class.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"invalid config {path}: {format_validation_error(exc)}") from None

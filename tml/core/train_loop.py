@@ -1,0 +1,84 @@
+"""The training loop: one readable pass from the first step to the last.
+
+Model-specific work is passed in as callables, so the loop itself only orders the steps:
+set learning rates -> pipeline step (lookup, score, backward, fused update) -> log -> evaluate ->
+checkpoint. Every rank runs the same steps and calls the same collectives in the same order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from tml.core.metrics import MetricsWriter
+
+
+@dataclass
+class LoopSchedule:
+    """When things happen, in steps (all counted from step 0 of the run, not of the resume)."""
+
+    start_step: int
+    total_steps: int
+    steps_per_epoch: int
+    log_every: int
+    checkpoint_every: int
+    eval_every: int | None
+
+
+def train_loop(
+    *,
+    pipeline: Any,
+    batches: Iterator[Any],
+    schedule: LoopSchedule,
+    set_learning_rates: Callable[[int], dict[str, float]],
+    save_checkpoint: Callable[[int], None],
+    evaluate: Callable[[int], None] | None,
+    metrics: MetricsWriter,
+    device: torch.device,
+) -> None:
+    """Run steps [start_step, total_steps) of `pipeline` over `batches`."""
+    window_loss = torch.zeros((), dtype=torch.float64, device=device)
+    window_edges = torch.zeros((), dtype=torch.float64, device=device)
+    window_start, run_start = time.perf_counter(), time.perf_counter()
+    steps_done_in_window = 0
+    for step in range(schedule.start_step, schedule.total_steps):
+        rates = set_learning_rates(step)
+        output = pipeline.progress(batches)
+        edges = output["weight"].sum()
+        window_loss += output["loss"].double() * edges
+        window_edges += edges
+        steps_done_in_window += 1
+        done = step + 1
+        last = done == schedule.total_steps
+        if done % schedule.log_every == 0 or last:
+            totals = torch.stack([window_loss, window_edges])
+            dist.all_reduce(totals)  # every rank's edges: the job's loss and throughput
+            elapsed = time.perf_counter() - window_start
+            seconds_per_step = (time.perf_counter() - run_start) / (done - schedule.start_step)
+            metrics.write(
+                {
+                    "step": done,
+                    "epoch": step // schedule.steps_per_epoch,
+                    "loss": float(totals[0] / totals[1].clamp(min=1)),
+                    "lr": rates,
+                    "edges_per_s": float(totals[1]) / max(elapsed, 1e-9),
+                    "step_ms": 1000 * elapsed / steps_done_in_window,
+                    "eta_s": seconds_per_step * (schedule.total_steps - done),
+                }
+            )
+            window_loss.zero_()
+            window_edges.zero_()
+            window_start, steps_done_in_window = time.perf_counter(), 0
+        if (
+            evaluate is not None
+            and schedule.eval_every
+            and (done % schedule.eval_every == 0 or last)
+        ):
+            evaluate(done)
+        if done % schedule.checkpoint_every == 0 or last:
+            save_checkpoint(done)

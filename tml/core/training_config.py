@@ -1,0 +1,128 @@
+"""The `runtime` and `training` config sections, shared by any trainer built on tml.core.
+
+Field names follow the original TwHIN config so its files load unchanged. Fields the original
+declared but that cannot work here are accepted only when unset, and rejected with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from tml.core.config import BaseConfig
+
+
+class RuntimeConfig(BaseConfig):
+    """How the process uses the hardware."""
+
+    enable_amp: bool = pydantic.Field(
+        False,
+        description="Automatic mixed precision. Not supported: the work is embedding lookups and "
+        "dot products; halve table memory with `data_type: fp16` instead. Must be false.",
+    )
+    enable_tensorfloat32: bool = pydantic.Field(
+        False, description="Allow TF32 matmuls on Ampere and newer GPUs (ignored on CPU)."
+    )
+    wandb: Any = pydantic.Field(
+        None,
+        description="Weights & Biases logging. Not supported; metrics go to "
+        "<save_dir>/metrics.jsonl. Must be unset.",
+    )
+    threads_per_rank: pydantic.PositiveInt | None = pydantic.Field(
+        None,
+        description="torch intra-op threads per process. Default: 1 when several ranks share a "
+        "CPU machine (torchrun's own default), else all cores. OpenMP spin-waiting is disabled "
+        "either way because it made small CPU boxes 10-40x slower.",
+    )
+    collective_timeout_s: pydantic.PositiveInt = pydantic.Field(
+        600, description="Seconds a collective may wait for the other ranks before failing."
+    )
+
+    @pydantic.field_validator("enable_amp")
+    @classmethod
+    def _no_amp(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "enable_amp is not supported: use the table's data_type: fp16 to halve memory"
+            )
+        return value
+
+    @pydantic.field_validator("wandb")
+    @classmethod
+    def _no_wandb(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                "wandb is not supported: metrics are written to <save_dir>/metrics.jsonl"
+            )
+        return value
+
+
+class TrainingConfig(BaseConfig):
+    """How long to train, and when to log, evaluate and checkpoint."""
+
+    save_dir: str = pydantic.Field(
+        "/tmp/model",
+        description="Local directory for checkpoints, metrics and embeddings; --save_dir "
+        "overrides it. Mount object storage rather than giving a URL.",
+    )
+    num_train_steps: pydantic.PositiveInt = pydantic.Field(
+        10000,
+        description="Stop after this many steps or after num_epochs, whichever comes first.",
+    )
+    num_epochs: pydantic.PositiveInt = pydantic.Field(
+        1, description="Passes over train_data; each pass reshuffles with seed + epoch."
+    )
+    seed: int = pydantic.Field(
+        0, description="Seeds data order, negative sampling and initialisation."
+    )
+    initial_checkpoint_dir: str | None = pydantic.Field(
+        None,
+        description="Warm start: a checkpoint directory (…/checkpoints/step_N) whose table "
+        "weights and relation parameters initialise this run; optimizer state starts fresh. "
+        "Ignored when save_dir already holds a checkpoint (then the run resumes).",
+    )
+    checkpoint_every_n: pydantic.PositiveInt = pydantic.Field(
+        1000, description="Write a checkpoint every this many steps, and always at the end."
+    )
+    checkpoint_max_to_keep: pydantic.PositiveInt | None = pydantic.Field(
+        None, description="Keep only the newest N checkpoints. Default: keep all."
+    )
+    train_log_every_n: pydantic.PositiveInt = pydantic.Field(
+        1000, description="Log loss, learning rates, edges/s and ETA every this many steps."
+    )
+    num_eval_steps: int = pydantic.Field(
+        16384,
+        description="Validation batches per evaluation; negative means the whole validation "
+        "set; 0 disables evaluation.",
+    )
+    eval_log_every_n: pydantic.PositiveInt = pydantic.Field(
+        5000, description="Evaluate on validation_data every this many steps, and at the end."
+    )
+    eval_timeout_in_s: pydantic.PositiveFloat = pydantic.Field(
+        3600.0, description="Stop an evaluation early after this many seconds."
+    )
+    gradient_accumulation: int | None = pydantic.Field(
+        None,
+        description="Not supported: fused table optimizers update inside backward, so "
+        "gradients cannot be accumulated. Raise per_replica_batch_size instead. Must be unset or 1.",
+    )
+
+    @pydantic.field_validator("gradient_accumulation")
+    @classmethod
+    def _no_accumulation(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError(
+                "gradient_accumulation is not supported: fused embedding optimizers update in "
+                "backward; increase per_replica_batch_size instead"
+            )
+        return value
+
+    @pydantic.field_validator("save_dir")
+    @classmethod
+    def _local_save_dir(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError(
+                f"save_dir must be a local path (got {value!r}); mount object storage as a volume"
+            )
+        return value

@@ -1,0 +1,45 @@
+"""The `train_data` / `validation_data` config sections."""
+
+from __future__ import annotations
+
+import pydantic
+
+from tml.core.config import BaseConfig
+
+
+class TwhinDataConfig(BaseConfig):
+    """Where the edges are and how they are batched and corrupted into negatives."""
+
+    data_root: str = pydantic.Field(
+        description="Parquet edges with int columns lhs, rel, rhs: a directory, a glob, a file "
+        "or an fsspec URL (gs://, s3://, file://). `rel` indexes model.relations in config order."
+    )
+    per_replica_batch_size: pydantic.PositiveInt = pydantic.Field(
+        description="Positive edges per rank per step (the global batch is this × world size)."
+    )
+    global_negatives: pydantic.NonNegativeInt = pydantic.Field(
+        description="Per relation and batch, this many ids drawn uniformly from the relation's "
+        "rhs table (and as many from its lhs table); every positive of that relation is scored "
+        "against all of them, so each positive gets 2 × global_negatives corrupted edges."
+    )
+    in_batch_negatives: pydantic.NonNegativeInt = pydantic.Field(
+        description="Per positive, this many other edges of the same relation in the batch "
+        "whose rhs (and, separately, lhs) replaces the positive's: 2 × in_batch_negatives "
+        "corrupted edges per positive, at no extra lookup cost."
+    )
+    limit: pydantic.PositiveInt | None = pydantic.Field(
+        None,
+        description="Use at most this many edges, counted in the global order (files sorted "
+        "by path, rows in file order) after `offset`. Default: all.",
+    )
+    offset: pydantic.NonNegativeInt = pydantic.Field(
+        0,
+        description="Skip this many edges of the global order first (e.g. to split one "
+        "data_root into train rows [0, N) and validation rows [N, N+M)).",
+    )
+    shuffle_buffer_edges: pydantic.PositiveInt = pydantic.Field(
+        262_144,
+        description="Edges mixed together before batching. Row groups are visited in a random "
+        "order each epoch and the edges of several are shuffled together; memory is bounded "
+        "by this plus one row group.",
+    )

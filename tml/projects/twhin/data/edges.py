@@ -1,0 +1,173 @@
+"""`EdgeBatch`: one rank's positive edges plus everything needed to score their negatives.
+
+All embedding lookups of a step go into one KeyedJaggedTensor so TorchRec can shard and pipeline
+them. The lookups are laid out in fixed *slots* (same count on every rank and every step, which
+TorchRec's all-to-alls require):
+
+    slots [0, B)                      lhs entity of positive i
+    slots [B, 2B)                     rhs entity of positive i
+    slots 2B + r*2G + [0, G)          uniform lhs negatives of relation r (from r's lhs table)
+    slots 2B + r*2G + G + [0, G)      uniform rhs negatives of relation r (from r's rhs table)
+
+Each slot is one bag of size 1 in its table's feature and an empty bag in every other table's, so
+the pooled output of table t at slot s is the embedding of slot s when s belongs to t.
+In-batch negatives need no lookups: they reuse other positives' slots (`in_batch_partner`).
+A short final batch is padded to B with weight-0 edges, which contribute nothing to the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
+
+
+@dataclass
+class EdgeBatch(Pipelineable):
+    """Tensors of one step on one rank (see the module docstring for the slot layout)."""
+
+    lookups: KeyedJaggedTensor
+    relation: torch.Tensor  # (B,) int64 relation index of each positive
+    weight: torch.Tensor  # (B,) float32, 1 for real edges, 0 for padding
+    in_batch_partner: torch.Tensor  # (B, K) int64 index of another positive of the same relation
+    in_batch_mask: torch.Tensor  # (B, K) bool, False where no partner exists
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> EdgeBatch:
+        return EdgeBatch(
+            **{
+                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                for f in fields(self)
+            }
+        )
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        for f in fields(self):
+            getattr(self, f.name).record_stream(stream)
+
+    def pin_memory(self) -> EdgeBatch:
+        return EdgeBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
+    @property
+    def num_real_edges(self) -> int:
+        return int(self.weight.sum().item())
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Sizes that fix the slot layout; shared by the batch builder and the model."""
+
+    batch_size: int  # B
+    global_negatives: int  # G
+    in_batch_negatives: int  # K
+    num_relations: int  # R
+
+    @property
+    def num_slots(self) -> int:
+        return 2 * self.batch_size + 2 * self.global_negatives * self.num_relations
+
+    def lhs_negative_slots(self, relation: int) -> slice:
+        start = 2 * self.batch_size + 2 * self.global_negatives * relation
+        return slice(start, start + self.global_negatives)
+
+    def rhs_negative_slots(self, relation: int) -> slice:
+        start = 2 * self.batch_size + 2 * self.global_negatives * relation + self.global_negatives
+        return slice(start, start + self.global_negatives)
+
+
+class EdgeBatchBuilder:
+    """Turns arrays of positive edges into an `EdgeBatch`, sampling the negatives."""
+
+    def __init__(
+        self,
+        table_names: list[str],
+        table_sizes: list[int],
+        relation_tables: list[tuple[int, int]],
+        layout: SlotLayout,
+    ) -> None:
+        self.table_names = table_names
+        self.table_sizes = np.asarray(table_sizes, dtype=np.int64)
+        self.relation_lhs_table = np.asarray([lhs for lhs, _ in relation_tables], dtype=np.int64)
+        self.relation_rhs_table = np.asarray([rhs for _, rhs in relation_tables], dtype=np.int64)
+        self.layout = layout
+
+    def build(
+        self, lhs: np.ndarray, relation: np.ndarray, rhs: np.ndarray, rng: np.random.Generator
+    ) -> EdgeBatch:
+        """Batch of the given (at most B) positives, padded to B; negatives drawn from `rng`."""
+        layout = self.layout
+        size, count = layout.batch_size, len(lhs)
+        if count > size:
+            raise ValueError(f"{count} edges do not fit a batch of {size}")
+        padding = size - count
+        lhs = np.concatenate([lhs, np.zeros(padding, np.int64)])
+        rhs = np.concatenate([rhs, np.zeros(padding, np.int64)])
+        relation = np.concatenate([relation, np.zeros(padding, np.int64)])
+        weight = np.concatenate([np.ones(count, np.float32), np.zeros(padding, np.float32)])
+
+        slot_table, slot_id = self._positive_slots(lhs, relation, rhs)
+        negative_table, negative_id = self._global_negative_slots(rng)
+        partner, partner_mask = self._in_batch_partners(relation[:count], size, rng)
+        return EdgeBatch(
+            lookups=self._to_kjt(
+                np.concatenate([slot_table, negative_table]),
+                np.concatenate([slot_id, negative_id]),
+            ),
+            relation=torch.from_numpy(relation),
+            weight=torch.from_numpy(weight),
+            in_batch_partner=torch.from_numpy(partner),
+            in_batch_mask=torch.from_numpy(partner_mask),
+        )
+
+    def _positive_slots(
+        self, lhs: np.ndarray, relation: np.ndarray, rhs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        tables = np.concatenate(
+            [self.relation_lhs_table[relation], self.relation_rhs_table[relation]]
+        )
+        return tables, np.concatenate([lhs, rhs])
+
+    def _global_negative_slots(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        layout = self.layout
+        count = layout.global_negatives
+        if count == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        # Per relation: G lhs negatives then G rhs negatives (see SlotLayout).
+        tables = np.stack([self.relation_lhs_table, self.relation_rhs_table], axis=1)
+        tables = np.repeat(tables.reshape(-1), count)
+        ids = np.floor(rng.random(len(tables)) * self.table_sizes[tables]).astype(np.int64)
+        return tables, ids
+
+    def _in_batch_partners(
+        self, relation: np.ndarray, size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For each real positive, K random *other* real positives of the same relation."""
+        k = self.layout.in_batch_negatives
+        partner = np.zeros((size, k), np.int64)
+        mask = np.zeros((size, k), bool)
+        count = len(relation)
+        if k == 0 or count == 0:
+            return partner, mask
+        order = np.argsort(relation, kind="stable")
+        sorted_relation = relation[order]
+        group_start = np.searchsorted(sorted_relation, sorted_relation, side="left")
+        group_size = np.searchsorted(sorted_relation, sorted_relation, side="right") - group_start
+        position = np.arange(count) - group_start
+        # An offset in [1, n-1] from one's own position never lands on oneself.
+        offset = 1 + np.floor(rng.random((count, k)) * (group_size[:, None] - 1)).astype(np.int64)
+        partner_position = (position[:, None] + offset) % np.maximum(group_size[:, None], 1)
+        partner[order] = order[group_start[:, None] + partner_position]
+        mask[order] = group_size[:, None] > 1
+        return partner, mask
+
+    def _to_kjt(self, slot_table: np.ndarray, slot_id: np.ndarray) -> KeyedJaggedTensor:
+        num_tables = len(self.table_names)
+        lengths = (np.arange(num_tables)[:, None] == slot_table[None, :]).astype(np.int32)
+        values = slot_id[np.argsort(slot_table, kind="stable")]
+        return KeyedJaggedTensor(
+            keys=self.table_names,
+            values=torch.from_numpy(values),
+            lengths=torch.from_numpy(lengths.reshape(-1)),
+        )

@@ -1,0 +1,173 @@
+"""The `model` config section: tables, relations and their optimizers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pydantic
+
+from tml.core.config import BaseConfig
+from tml.core.optimizers import OptimizerConfig
+from tml.projects.twhin.models.losses import LOSSES
+from tml.projects.twhin.models.operators import OPERATORS
+
+
+class DataType(StrEnum):
+    """Storage type of a table's weights (lookups are always returned as fp32)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+class ShardingType(StrEnum):
+    """TorchRec sharding types tml-twhin can force for a table (all work on CPU and GPU)."""
+
+    TABLE_WISE = "table_wise"
+    ROW_WISE = "row_wise"
+    COLUMN_WISE = "column_wise"
+    TABLE_ROW_WISE = "table_row_wise"
+    TABLE_COLUMN_WISE = "table_column_wise"
+
+
+class EmbeddingTableConfig(BaseConfig):
+    """One entity type: a TorchRec embedding table with its own fused optimizer."""
+
+    name: str = pydantic.Field(description="Entity type, e.g. user. Relations refer to it.")
+    num_embeddings: pydantic.PositiveInt = pydantic.Field(
+        description="Rows: entity ids must lie in [0, num_embeddings)."
+    )
+    embedding_dim: pydantic.PositiveInt = pydantic.Field(description="Columns of the table.")
+    data_type: DataType = pydantic.Field(DataType.FP32, description="fp32 or fp16 storage.")
+    optimizer: OptimizerConfig = pydantic.Field(
+        description="Fused optimizer of this table: sgd, adagrad or rowwise_adagrad (adam on "
+        "CUDA only), with an optional learning_rate schedule."
+    )
+    init_std: pydantic.PositiveFloat | None = pydantic.Field(
+        None,
+        description="Standard deviation of the normal initialisation. Default 1/sqrt(dim), so "
+        "initial scores are O(1) and the first gradients are not vanishingly small.",
+    )
+    sharding_type: ShardingType | None = pydantic.Field(
+        None, description="Force a TorchRec sharding type; default lets the planner choose."
+    )
+    pretrained: dict | None = pydantic.Field(
+        None,
+        description="Not supported (torchsnapshot); use training.initial_checkpoint_dir.",
+    )
+    vocab: str | None = pydantic.Field(
+        None, description="Not supported: ids in the data must already be table row indices."
+    )
+
+    @pydantic.field_validator("pretrained")
+    @classmethod
+    def _no_pretrained(cls, value: dict | None) -> dict | None:
+        if value is not None:
+            raise ValueError(
+                "pretrained is not supported: warm start with training.initial_checkpoint_dir"
+            )
+        return value
+
+    @pydantic.field_validator("vocab")
+    @classmethod
+    def _no_vocab(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("vocab is not supported: write row indices into lhs/rhs")
+        return value
+
+    @property
+    def effective_init_std(self) -> float:
+        return self.init_std if self.init_std is not None else self.embedding_dim**-0.5
+
+
+class EmbeddingsConfig(BaseConfig):
+    """All entity tables."""
+
+    tables: list[EmbeddingTableConfig] = pydantic.Field(
+        min_length=1, description="One table per entity type; names must be unique."
+    )
+    tables_to_log: list[str] | None = pydantic.Field(
+        None, description="Not supported; metrics.jsonl holds the training statistics."
+    )
+
+    @pydantic.field_validator("tables_to_log")
+    @classmethod
+    def _no_tables_to_log(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            raise ValueError("tables_to_log is not supported")
+        return value
+
+    @pydantic.field_validator("tables")
+    @classmethod
+    def _unique_names(cls, tables: list[EmbeddingTableConfig]) -> list[EmbeddingTableConfig]:
+        names = [table.name for table in tables]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"table names must be unique; repeated: {', '.join(duplicates)}")
+        return tables
+
+
+class RelationConfig(BaseConfig):
+    """An edge type: lhs table --name--> rhs table, scored through an operator."""
+
+    name: str = pydantic.Field(description="Relation name, e.g. fav.")
+    lhs: str = pydantic.Field(description="Table of the edge's source entity.")
+    rhs: str = pydantic.Field(description="Table of the edge's target entity.")
+    operator: str = pydantic.Field(
+        "translation",
+        description="Transformation of the lhs embedding before the dot product with rhs. "
+        f"One of: {', '.join(OPERATORS)}.",
+    )
+
+    @pydantic.field_validator("operator")
+    @classmethod
+    def _known_operator(cls, value: str) -> str:
+        if value not in OPERATORS:
+            raise ValueError(f"unknown operator {value!r}; choose one of {', '.join(OPERATORS)}")
+        return value
+
+
+class TwhinModelConfig(BaseConfig):
+    """Tables, relations, the relation operators' optimizer and the loss."""
+
+    embeddings: EmbeddingsConfig = pydantic.Field(description="Entity tables.")
+    relations: list[RelationConfig] = pydantic.Field(
+        min_length=1, description="Edge types; the data's `rel` column indexes this list."
+    )
+    translation_optimizer: OptimizerConfig = pydantic.Field(
+        description="Optimizer (and schedule) of the relation operators' parameters."
+    )
+    loss: str = pydantic.Field(
+        "logistic", description=f"Loss over positive and negative scores: {', '.join(LOSSES)}."
+    )
+
+    @pydantic.field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        if value not in LOSSES:
+            raise ValueError(f"unknown loss {value!r}; choose one of {', '.join(LOSSES)}")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _relations_fit_tables(self) -> TwhinModelConfig:
+        tables = {table.name: table for table in self.embeddings.tables}
+        problems = []
+        names = [relation.name for relation in self.relations]
+        for index, relation in enumerate(self.relations):
+            where = f"relations[{index}]"
+            if names.count(relation.name) > 1:
+                problems.append(f"{where}.name: relation {relation.name!r} is defined twice")
+            for side in ("lhs", "rhs"):
+                table = getattr(relation, side)
+                if table not in tables:
+                    problems.append(
+                        f"{where}.{side}: no table named {table!r} (tables: {', '.join(tables)})"
+                    )
+            if relation.lhs in tables and relation.rhs in tables:
+                lhs_dim = tables[relation.lhs].embedding_dim
+                rhs_dim = tables[relation.rhs].embedding_dim
+                problem = OPERATORS[relation.operator].dimension_problem(lhs_dim, rhs_dim)
+                if problem:
+                    problems.append(f"{where}.operator: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

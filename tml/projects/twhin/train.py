@@ -1,0 +1,299 @@
+"""Assemble a TwHIN training run from its config and run it: data -> model -> loop -> export.
+
+Order matters for users: everything that can be checked without the other ranks (config, save
+dir, data files and schemas) is checked in `prepare` before the process group starts, so a bad
+input fails in a second with one clear line instead of hanging a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+from tml.core.checkpoint import CheckpointManager
+from tml.core.distributed import DistributedContext
+from tml.core.metrics import MetricsWriter, format_duration
+from tml.core.train_loop import LoopSchedule, train_loop
+from tml.projects.twhin import validation
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.data.config import TwhinDataConfig
+from tml.projects.twhin.data.edges import EdgeBatch, EdgeBatchBuilder, SlotLayout
+from tml.projects.twhin.data.reader import EdgeDataset
+from tml.projects.twhin.export import CONFIG_COPY, export
+from tml.projects.twhin.models.sharding import ShardedTwhin, shard_model
+
+log = logging.getLogger(__name__)
+
+
+class SaveDirError(ValueError):
+    """The save dir cannot hold this run's outputs."""
+
+
+@dataclass
+class PreparedRun:
+    """Everything checked and planned before the process group exists."""
+
+    config: TwhinConfig
+    save_dir: Path
+    train_data: EdgeDataset
+    validation_data: EdgeDataset | None
+
+
+def make_dataset(
+    config: TwhinConfig, data: TwhinDataConfig, name: str, *, rank: int, world_size: int,
+    shuffle: bool,
+) -> EdgeDataset:  # fmt: skip
+    """An `EdgeDataset` whose batches fit the model's tables and relations."""
+    tables = config.model.embeddings.tables
+    names = [table.name for table in tables]
+    sizes = {table.name: table.num_embeddings for table in tables}
+    relations = config.model.relations
+    builder = EdgeBatchBuilder(
+        table_names=names,
+        table_sizes=[sizes[name] for name in names],
+        relation_tables=[(names.index(r.lhs), names.index(r.rhs)) for r in relations],
+        layout=SlotLayout(
+            batch_size=data.per_replica_batch_size,
+            global_negatives=data.global_negatives,
+            in_batch_negatives=data.in_batch_negatives,
+            num_relations=len(relations),
+        ),
+    )
+    return EdgeDataset(
+        data,
+        builder,
+        [(sizes[r.lhs], sizes[r.rhs]) for r in relations],
+        rank=rank,
+        world_size=world_size,
+        seed=config.training.seed,
+        shuffle=shuffle,
+        name=name,
+    )
+
+
+def check_save_dir(save_dir: Path, config: TwhinConfig) -> None:
+    """The save dir must be a writable directory whose earlier run (if any) has the same tables."""
+    if save_dir.exists() and not save_dir.is_dir():
+        raise SaveDirError(f"save_dir {save_dir} exists and is not a directory")
+    probe = save_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SaveDirError(f"save_dir {save_dir} is not writable (checked {probe})")
+    previous = save_dir / CONFIG_COPY
+    if previous.is_file():
+        old = yaml.safe_load(previous.read_text()) or {}
+        old_tables = {
+            t["name"]: (t["num_embeddings"], t["embedding_dim"])
+            for t in old.get("model", {}).get("embeddings", {}).get("tables", [])
+        }
+        for index, table in enumerate(config.model.embeddings.tables):
+            shape = old_tables.get(table.name)
+            if shape and shape != (table.num_embeddings, table.embedding_dim):
+                raise SaveDirError(
+                    f"model.embeddings.tables[{index}]: table {table.name!r} is "
+                    f"{table.num_embeddings}x{table.embedding_dim} but the run in {save_dir} "
+                    f"trained it as {shape[0]}x{shape[1]}; use a new --save_dir"
+                )
+
+
+def prepare(config: TwhinConfig, rank: int, world_size: int) -> PreparedRun:
+    """Check the save dir and plan the data (parquet metadata only); no collectives."""
+    save_dir = Path(config.training.save_dir)
+    check_save_dir(save_dir, config)
+    train_data = make_dataset(
+        config, config.train_data, "train_data", rank=rank, world_size=world_size, shuffle=True
+    )
+    validation_data = None
+    if config.validation_data is not None and config.training.num_eval_steps != 0:
+        validation_data = make_dataset(
+            config, config.validation_data, "validation_data",
+            rank=rank, world_size=world_size, shuffle=False,
+        )  # fmt: skip
+    return PreparedRun(config, save_dir, train_data, validation_data)
+
+
+def batch_stream(
+    dataset: EdgeDataset, epoch: int, step_in_epoch: int, count: int
+) -> Iterator[EdgeBatch]:
+    """`count` consecutive batches starting at (epoch, step_in_epoch), crossing epochs."""
+    produced = 0
+    while produced < count:
+        for batch in dataset.batches(epoch, step_in_epoch):
+            yield batch
+            produced += 1
+            if produced == count:
+                return
+        epoch, step_in_epoch = epoch + 1, 0
+
+
+class TwhinTrainer:
+    """One training run on this rank: restore, loop, checkpoint, evaluate, export."""
+
+    def __init__(self, run: PreparedRun, ctx: DistributedContext) -> None:
+        self.run = run
+        self.ctx = ctx
+        self.config = run.config
+        training = self.config.training
+        self.sharded: ShardedTwhin = shard_model(
+            self.config.model, ctx.device, training.seed, ctx.world_size, ctx.local_world_size
+        )
+        self.checkpoints = CheckpointManager(
+            run.save_dir / "checkpoints", training.checkpoint_max_to_keep, ctx.rank
+        )
+        self.metrics = MetricsWriter(run.save_dir / "metrics.jsonl", ctx.is_chief)
+        self.steps_per_epoch = run.train_data.steps_per_epoch
+        self.total_steps = min(training.num_train_steps, training.num_epochs * self.steps_per_epoch)
+
+    def _state(self) -> dict:
+        return {
+            "model": self.sharded.model.state_dict(),
+            "optim": self.sharded.optimizer.state_dict(),
+        }
+
+    def restore(self) -> tuple[int, int, int]:
+        """Resume from the newest checkpoint, or warm start; returns (step, epoch, step_in_epoch)."""
+        latest = self.checkpoints.latest()
+        if latest is None:
+            initial = self.config.training.initial_checkpoint_dir
+            if initial:
+                self._warm_start(Path(initial))
+            return 0, 0, 0
+        state = self._state()
+        saved = self.checkpoints.load(latest, state)
+        self.sharded.model.load_state_dict(state["model"])
+        self.sharded.optimizer.load_state_dict(state["optim"])
+        step = saved["step"]
+        data = self.run.train_data
+        same_layout = (saved["world_size"], saved["per_replica_batch_size"]) == (
+            self.ctx.world_size, data.config.per_replica_batch_size,
+        )  # fmt: skip
+        if same_layout:
+            epoch, in_epoch = saved["epoch"], saved["step_in_epoch"]
+        else:  # map the position by edges consumed in the epoch
+            edges = saved["step_in_epoch"] * saved["per_replica_batch_size"] * saved["world_size"]
+            epoch = saved["epoch"]
+            in_epoch = edges // (data.config.per_replica_batch_size * self.ctx.world_size)
+            log.warning(
+                "world size or batch size changed since %s; resuming epoch %d at step %d",
+                latest, epoch, in_epoch,
+            )  # fmt: skip
+        if in_epoch >= self.steps_per_epoch:
+            epoch, in_epoch = epoch + 1, 0
+        log.info(
+            "resumed from %s at step %d (epoch %d, step %d of it)", latest, step, epoch, in_epoch
+        )
+        return step, epoch, in_epoch
+
+    def _warm_start(self, path: Path) -> None:
+        """Table weights and relation parameters only; the optimizer state starts fresh."""
+        import torch.distributed.checkpoint as dcp
+
+        state = {"model": self.sharded.model.state_dict()}
+        try:
+            dcp.load(state, checkpoint_id=str(path))
+        except Exception as exc:
+            raise ValueError(
+                f"training.initial_checkpoint_dir {path}: cannot load its weights into this "
+                f"model ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+            ) from None
+        self.sharded.model.load_state_dict(state["model"])
+        log.info("warm-started table weights and relation parameters from %s", path)
+
+    def save(self, step: int) -> None:
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        path = self.checkpoints.save(
+            step,
+            self._state(),
+            {
+                "step": step,
+                "epoch": epoch,
+                "step_in_epoch": in_epoch,
+                "world_size": self.ctx.world_size,
+                "per_replica_batch_size": self.run.train_data.config.per_replica_batch_size,
+                "steps_per_epoch": self.steps_per_epoch,
+                "seed": self.config.training.seed,
+            },
+        )
+        log.info("checkpoint written: %s", path)
+
+    def _describe(self, start_step: int) -> None:
+        data = self.run.train_data
+        training = self.config.training
+        log.info(
+            "world size %d on %s; train edges %s in %d files; %d steps/epoch of %d edges/rank",
+            self.ctx.world_size, self.ctx.device, f"{data.num_edges:,}", len(data.files),
+            self.steps_per_epoch, data.config.per_replica_batch_size,
+        )  # fmt: skip
+        for table, placement in self.sharded.plan.items():
+            log.info("table %s: %s", table, placement)
+        log.info(
+            "training steps %d -> %d (num_train_steps=%d, num_epochs=%d); checkpoint every %d "
+            "steps into %s",
+            start_step, self.total_steps, training.num_train_steps, training.num_epochs,
+            training.checkpoint_every_n, self.checkpoints.directory,
+        )  # fmt: skip
+
+    def train(self) -> None:
+        start_step, epoch, in_epoch = self.restore()
+        self._describe(start_step)
+        if start_step >= self.total_steps:
+            log.info("nothing to do: the newest checkpoint is already at step %d", start_step)
+            return
+        pipeline = TrainPipelineSparseDist(
+            self.sharded.model, self.sharded.optimizer, self.ctx.device, execute_all_batches=True
+        )
+        training = self.config.training
+
+        def evaluate(step: int) -> None:
+            metrics = validation.evaluate(
+                pipeline, self.run.validation_data, training.num_eval_steps,
+                training.eval_timeout_in_s, self.ctx.device,
+            )  # fmt: skip
+            self.metrics.write({"step": step, "split": "validation", **metrics})
+
+        train_loop(
+            pipeline=pipeline,
+            batches=batch_stream(
+                self.run.train_data, epoch, in_epoch, self.total_steps - start_step
+            ),
+            schedule=LoopSchedule(
+                start_step=start_step,
+                total_steps=self.total_steps,
+                steps_per_epoch=self.steps_per_epoch,
+                log_every=training.train_log_every_n,
+                checkpoint_every=training.checkpoint_every_n,
+                eval_every=training.eval_log_every_n,
+            ),
+            set_learning_rates=self.sharded.set_learning_rates,
+            save_checkpoint=self.save,
+            evaluate=evaluate if self.run.validation_data is not None else None,
+            metrics=self.metrics,
+            device=self.ctx.device,
+        )
+
+
+def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
+    """Train, then (rank 0) export the final embeddings and say where everything is."""
+    import time
+
+    started = time.perf_counter()
+    trainer = TwhinTrainer(run, ctx)
+    if ctx.is_chief:
+        run.save_dir.mkdir(parents=True, exist_ok=True)
+        config_copy = run.config.model_dump(mode="json", exclude_none=True)
+        (run.save_dir / CONFIG_COPY).write_text(yaml.safe_dump(config_copy, sort_keys=False))
+    trainer.train()
+    del trainer  # frees DMP before teardown (shared/stack.md §4)
+    if ctx.is_chief:
+        files = export(run.save_dir)
+        log.info("done in %s", format_duration(time.perf_counter() - started))
+        log.info("checkpoints: %s", run.save_dir / "checkpoints")
+        log.info("metrics:     %s", run.save_dir / "metrics.jsonl")
+        log.info("embeddings:  %s", ", ".join(str(f) for f in files))
