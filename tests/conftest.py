@@ -1,0 +1,121 @@
+"""Shared fixtures: a small synthetic graph, config files, and real torchrun launches."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tml.projects.twhin.data import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_PY = REPO / "tml" / "projects" / "twhin" / "run.py"
+
+# Small enough for seconds per run on 2 CPU cores, large enough to learn communities.
+SMALL_GRAPH = dict(
+    num_users=2000, num_tweets=3000, num_advertisers=100, num_edges=60_000,
+    num_communities=10, rows_per_file=20_000, row_group_size=5_000,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def small_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic Twitter-like graph at test size (train/, validation/, communities)."""
+    out = tmp_path_factory.mktemp("graph") / "synthetic"
+    synthetic.generate(str(out), seed=3, **SMALL_GRAPH)
+    return out
+
+
+def small_config(graph: Path, **training: Any) -> dict[str, Any]:
+    """configs/local.yaml re-pointed at the small graph, with test-sized tables and steps."""
+    config = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
+    sizes = {"user": SMALL_GRAPH["num_users"], "tweet": SMALL_GRAPH["num_tweets"],
+             "advertiser": SMALL_GRAPH["num_advertisers"]}  # fmt: skip
+    for table in config["model"]["embeddings"]["tables"]:
+        table["num_embeddings"] = sizes[table["name"]]
+        table["embedding_dim"] = 16
+    config["train_data"].update(data_root=str(graph / "train"), per_replica_batch_size=250)
+    config["validation_data"].update(
+        data_root=str(graph / "validation"), per_replica_batch_size=250
+    )
+    config["training"].update(
+        num_epochs=1, checkpoint_every_n=20, train_log_every_n=10, eval_log_every_n=1000
+    )
+    config["training"].update(training)
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(copy.deepcopy(config), sort_keys=False))
+    return path
+
+
+def torchrun_command(nproc: int, config: Path, save_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+        "--nproc_per_node", str(nproc), str(RUN_PY),
+        f"--config_yaml_path={config}", f"--save_dir={save_dir}",
+    ]  # fmt: skip
+
+
+def torchrun_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def run_torchrun(
+    nproc: int, config: Path, save_dir: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Train for real: torchrun with gloo on CPU, the same command users run."""
+    return subprocess.run(
+        torchrun_command(nproc, config, save_dir),
+        capture_output=True, text=True, timeout=timeout, env=torchrun_env(), cwd=REPO,
+    )  # fmt: skip
+
+
+def start_torchrun(nproc: int, config: Path, save_dir: Path, log: Path) -> subprocess.Popen:
+    """Launch in its own process group, so a test can kill the whole job like a crash would."""
+    handle = open(log, "w")  # noqa: SIM115 - closed with the process by the caller
+    return subprocess.Popen(
+        torchrun_command(nproc, config, save_dir), stdout=handle, stderr=subprocess.STDOUT,
+        env=torchrun_env(), cwd=REPO, start_new_session=True,
+    )  # fmt: skip
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below `pid` (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        found += (frontier := [c for p in frontier for c in children.get(p, [])])
+    return found
+
+
+def kill_job(process: subprocess.Popen) -> None:
+    """SIGKILL torchrun and every worker at once, as a crash or a lost node would."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=30)
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
