@@ -61,7 +61,10 @@ def write_parquet(
     """Write the given columns (default type int64) as one parquet file."""
     types = types or {}
     table = pa.table(
-        {name: pa.array(list(values), type=types.get(name, pa.int64())) for name, values in columns.items()}
+        {
+            name: pa.array(list(values), type=types.get(name, pa.int64()))
+            for name, values in columns.items()
+        }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=row_group_size)

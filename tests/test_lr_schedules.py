@@ -188,7 +188,9 @@ def test_optimizer_learning_rate_block_overrides_lr():
     config = OptimizerConfig.model_validate(
         {
             "sgd": {"lr": 0.25},
-            "learning_rate": {"linear_ramp_to_constant": {"learning_rate": 1.0, "num_ramp_steps": 2}},
+            "learning_rate": {
+                "linear_ramp_to_constant": {"learning_rate": 1.0, "num_ramp_steps": 2}
+            },
         }
     )
     assert rates(config.schedule(), 3) == [0.5, 1.0, 1.0]

@@ -99,7 +99,9 @@ def test_export_cli_matches_checkpoint_for_any_step(trained_run: Path) -> None:
     ids = pq.read_table(copy / "embeddings" / "tweet.parquet").column("id").to_numpy()
     np.testing.assert_array_equal(ids, np.arange(len(exported)))
     np.testing.assert_array_equal(exported, tables["tweet"].numpy())
-    assert not np.array_equal(exported, embeddings(trained_run, "tweet")), "step_200 is not the final step"
+    assert not np.array_equal(exported, embeddings(trained_run, "tweet")), (
+        "step_200 is not the final step"
+    )
 
 
 def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(

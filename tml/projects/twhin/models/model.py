@@ -91,13 +91,15 @@ class EdgeScorer(nn.Module):
             negatives.append(negative.detach())
             masks.append(mask)
         loss = total_loss / batch.weight.sum().clamp(min=1.0)
-        rows = torch.cat(order)
+        # Scores were computed relation by relation; put them back in batch order.
+        inverse = torch.empty_like(batch.relation)
+        inverse[torch.cat(order)] = torch.arange(size, device=inverse.device)
         return loss, {
             "loss": loss.detach(),
-            "positive_scores": torch.cat(positives),
-            "negative_scores": torch.cat(negatives),
-            "negative_mask": torch.cat(masks),
-            "weight": batch.weight[rows],
+            "positive_scores": torch.cat(positives)[inverse],
+            "negative_scores": torch.cat(negatives)[inverse],
+            "negative_mask": torch.cat(masks)[inverse],
+            "weight": batch.weight,
         }
 
 
