@@ -11,7 +11,7 @@ SYNTHETIC_DIR ?= data/synthetic
 # Passive OpenMP waiting: spinning threads made small CPU boxes 10-40x slower (shared/stack.md §5).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup run-local data test lint format clean
+.PHONY: help setup run-local data test lint format docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,3 +51,6 @@ format: setup  ## apply ruff's fixes and formatting
 
 clean:  ## remove the venv, generated data and runs
 	rm -rf $(VENV) data/synthetic runs .pytest_cache
+
+docs: setup  ## regenerate the config reference in README.md from the config classes
+	$(PY) -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig --update README.md
