@@ -456,7 +456,7 @@ def test_data_root_without_parquet_files_is_a_data_error(tmp_path, data_root):
     ("name", "data_root"),
     [
         ("garbage.parquet", "."),  # directory: a .parquet file that is not parquet
-        ("_SUCCESS", "*"),  # glob: every matching file is read
+        ("notes", "*"),  # glob: every matching data file is read
     ],
 )
 def test_non_parquet_file_is_a_data_error_naming_it(tmp_path, name, data_root):
@@ -468,11 +468,13 @@ def test_non_parquet_file_is_a_data_error_naming_it(tmp_path, name, data_root):
     assert str(bad) in str(error.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: training.seed accepts negative ints, but EdgeDataset seeds numpy with "
-    "default_rng([seed, epoch]), which raises 'expected non-negative integer'",
-)
+@pytest.mark.parametrize("bookkeeping", ["_SUCCESS", "_metadata", ".part-0.parquet.crc"])
+def test_spark_bookkeeping_files_matched_by_a_glob_are_skipped(tmp_path, bookkeeping):
+    write_edges(tmp_path / "a.parquet", make_edges(5))
+    (tmp_path / bookkeeping).write_bytes(b"not edges")
+    assert dataset(make_config(tmp_path / "*")).num_edges == 5
+
+
 def test_a_negative_seed_is_rejected_by_the_config_or_usable_by_the_reader(edges_root):
     root, _ = edges_root
     try:

@@ -39,6 +39,10 @@ def read_metrics(save_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (save_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def read_metrics_split(save_dir: Path, split: str) -> list[dict]:
+    return [r for r in read_metrics(save_dir) if r.get("split") == split]
+
+
 def embeddings(save_dir: Path, table: str) -> np.ndarray:
     column = pq.read_table(save_dir / "embeddings" / f"{table}.parquet").column("embedding")
     return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
@@ -109,7 +113,11 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_o
 ) -> None:
     config = small_config(small_graph, num_epochs=4, checkpoint_every_n=20)
     config_file = write_config(tmp_path / "config.yaml", config)
-    assert_ok(run_torchrun(2, config_file, tmp_path / "uninterrupted"))
+    # The reference run also evaluates every 30 steps: evaluation must not disturb training.
+    evaluating = small_config(small_graph, num_epochs=4, checkpoint_every_n=20, eval_log_every_n=30)
+    reference = write_config(tmp_path / "evaluating.yaml", evaluating)
+    assert_ok(run_torchrun(2, reference, tmp_path / "uninterrupted"))
+    assert len(read_metrics_split(tmp_path / "uninterrupted", "validation")) > 10
 
     save_dir = tmp_path / "interrupted"
     job = start_torchrun(2, config_file, save_dir, tmp_path / "first.log")
@@ -164,3 +172,21 @@ def test_bad_edge_row_stops_the_job_with_file_and_row(small_graph: Path, tmp_pat
     assert errors, result.stderr[-3000:]
     assert "part-0.parquet" in errors[0] and "row group 1" in errors[0] and "row 700" in errors[0]
     assert f"rel {rel[700]}" in errors[0] or f"relation {rel[700]}" in errors[0]
+
+
+def test_initial_checkpoint_dir_warm_starts_the_weights(trained_run: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    config["training"].update(
+        initial_checkpoint_dir=str(trained_run / "checkpoints" / "step_200"), num_train_steps=1
+    )
+    frozen = {"rowwise_adagrad": {"lr": 0.0}}
+    for table in config["model"]["embeddings"]["tables"]:
+        table["optimizer"] = frozen
+    config["model"]["translation_optimizer"] = {"sgd": {"lr": 0.0}}
+    result = run_torchrun(2, write_config(tmp_path / "config.yaml", config), tmp_path / "warm")
+    assert_ok(result)
+    assert "warm-started" in result.stdout
+    parsed = TwhinConfig.model_validate(config)
+    tables, _ = load_tables(parsed, trained_run / "checkpoints" / "step_200")
+    for name, weights in tables.items():
+        np.testing.assert_array_equal(embeddings(tmp_path / "warm", name), weights.numpy())

@@ -21,6 +21,11 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the field path."""
 
 
+# Cross-field validators report several problems as lines of `sub.path: problem`; the loader
+# prefixes each with the model's own path, so every line names a full field path.
+PROBLEM_SEPARATOR = "\n"
+
+
 class BaseConfig(pydantic.BaseModel):
     """Base for all config sections: unknown keys are errors, values are validated on assignment."""
 
@@ -54,9 +59,9 @@ def format_validation_error(error: pydantic.ValidationError) -> str:
         location = _format_location(tuple(loc for loc in item["loc"] if not _is_union_tag(loc)))
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see the config reference in README.md)"
-        elif item["type"] not in ("value_error", "assertion_error") and "input" in item:
+        elif item["type"] not in ("value_error", "assertion_error", "missing") and "input" in item:
             message += f" (got {item['input']!r})"
-        for part in message.split("; "):
+        for part in message.split(PROBLEM_SEPARATOR):
             # Cross-field validators report `sub.path: problem`; attach it to the model's path.
             if _RELATIVE_PATH.match(part):
                 lines.append(part if location == "<root>" else f"{location}.{part}")
@@ -76,6 +81,8 @@ def _is_union_tag(loc: Any) -> bool:
 def load_config(config_class: type[ConfigT], path: str | Path) -> ConfigT:
     """Read and validate a YAML config; raise `ConfigError` naming the file and field on failure."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass the YAML file itself")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (pass --config_yaml_path=FILE)")
     try:

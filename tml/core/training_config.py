@@ -73,7 +73,7 @@ class TrainingConfig(BaseConfig):
     num_epochs: pydantic.PositiveInt = pydantic.Field(
         1, description="Passes over train_data; each pass reshuffles with seed + epoch."
     )
-    seed: int = pydantic.Field(
+    seed: pydantic.NonNegativeInt = pydantic.Field(
         0, description="Seeds data order, negative sampling and initialisation."
     )
     initial_checkpoint_dir: str | None = pydantic.Field(

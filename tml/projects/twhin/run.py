@@ -18,7 +18,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if __package__ in (None, ""):  # run as a script by torchrun: make `tml` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from tml.core.config import ConfigError, load_config  # noqa: E402
+import pydantic  # noqa: E402
+
+from tml.core.config import ConfigError, format_validation_error, load_config  # noqa: E402
 from tml.core.distributed import abort_job, configure_threads, init_distributed, shutdown  # noqa: E402
 from tml.core.log_setup import setup_logging  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
@@ -45,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(TwhinConfig, args.config_yaml_path)
         if args.save_dir:
-            config.training.save_dir = args.save_dir
+            try:
+                config.training.save_dir = args.save_dir
+            except pydantic.ValidationError as exc:
+                raise ConfigError(f"--save_dir: {format_validation_error(exc)}") from None
         configure_threads(config.runtime.threads_per_rank, local_world_size)
         run = prepare(config, rank, world_size)
     except (ConfigError, SaveDirError, DataError, ValueError) as exc:

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from tml.core.checkpoint import CheckpointManager
 from tml.core.distributed import DistributedContext
 from tml.core.metrics import MetricsWriter, format_duration
+from tml.core.optimizers import fused_table_optimizer
 from tml.core.train_loop import LoopSchedule, train_loop
 from tml.projects.twhin import validation
 from tml.projects.twhin.config import TwhinConfig
@@ -107,6 +109,11 @@ def prepare(config: TwhinConfig, rank: int, world_size: int) -> PreparedRun:
     """Check the save dir and plan the data (parquet metadata only); no collectives."""
     save_dir = Path(config.training.save_dir)
     check_save_dir(save_dir, config)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    for index, table in enumerate(config.model.embeddings.tables):  # e.g. adam on CPU
+        fused_table_optimizer(
+            table.optimizer, device_type, f"model.embeddings.tables[{index}].optimizer"
+        )
     train_data = make_dataset(
         config, config.train_data, "train_data", rank=rank, world_size=world_size, shuffle=True
     )

@@ -53,9 +53,10 @@ def list_parquet_files(data_root: str) -> tuple[fsspec.AbstractFileSystem, list[
     """Resolve a directory, glob, file or fsspec URL into a sorted list of parquet files."""
     fs, path = fsspec.core.url_to_fs(data_root)
     if globlib.has_magic(path):
-        files = [f for f in fs.glob(path) if fs.isfile(f)]
+        # Skip Hadoop/Spark bookkeeping (_SUCCESS, _metadata) and hidden files a glob also matches.
+        files = [f for f in fs.glob(path) if fs.isfile(f) and not _is_bookkeeping(f)]
     elif fs.isdir(path):
-        files = [f for f in fs.find(path) if f.endswith(".parquet")]
+        files = [f for f in fs.find(path) if f.endswith(".parquet") and not _is_bookkeeping(f)]
     elif fs.isfile(path):
         files = [path]
     else:
@@ -63,6 +64,10 @@ def list_parquet_files(data_root: str) -> tuple[fsspec.AbstractFileSystem, list[
     if not files:
         raise DataError(f"data_root {data_root}: no parquet files found")
     return fs, sorted(files)
+
+
+def _is_bookkeeping(path: str) -> bool:
+    return path.rsplit("/", 1)[-1].startswith(("_", "."))
 
 
 class EdgeDataset:
@@ -172,8 +177,7 @@ class EdgeDataset:
         batch_size = self.config.per_replica_batch_size
         skip = start_step * batch_size
         step = start_step
-        pending: list[np.ndarray] = []
-        pending_rows = 0
+        leftover = np.zeros((0, 3), np.int64)  # fewer than batch_size edges carried over
         for index, buffer in enumerate(self._epoch_plan(epoch)):
             rows = sum(piece.num_rows for piece in buffer)
             if skip >= rows:  # consumed before the resume point: never read it
@@ -181,15 +185,15 @@ class EdgeDataset:
                 continue
             edges = self._read_buffer(buffer, epoch, index)[skip:]
             skip = 0
-            pending.append(edges)
-            pending_rows += len(edges)
-            while pending_rows >= batch_size:
-                merged = np.concatenate(pending)
-                yield self._make_batch(merged[:batch_size], epoch, step)
+            if len(leftover):
+                edges = np.concatenate([leftover, edges])
+            full = len(edges) // batch_size
+            for start in range(0, full * batch_size, batch_size):
+                yield self._make_batch(edges[start : start + batch_size], epoch, step)
                 step += 1
-                pending, pending_rows = [merged[batch_size:]], len(merged) - batch_size
-        if pending_rows:
-            yield self._make_batch(np.concatenate(pending), epoch, step)
+            leftover = edges[full * batch_size :]
+        if len(leftover):
+            yield self._make_batch(leftover, epoch, step)
             step += 1
         while step < self.steps_per_epoch:  # ranks with a shorter span pad to the common count
             yield self._make_batch(np.zeros((0, 3), np.int64), epoch, step)

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 import pydantic
 
-from tml.core.config import BaseConfig
+from tml.core.config import PROBLEM_SEPARATOR, BaseConfig
 from tml.core.optimizers import OptimizerConfig
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
@@ -169,5 +169,5 @@ class TwhinModelConfig(BaseConfig):
                 if problem:
                     problems.append(f"{where}.operator: {problem}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(PROBLEM_SEPARATOR.join(problems))
         return self

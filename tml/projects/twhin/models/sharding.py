@@ -78,9 +78,9 @@ def shard_model(
     """Build, plan, shard and initialise the model; build its combined optimizer."""
     model = TwhinModel(config, table_device=torch.device("meta"))
     model.scorer.to(device)
-    for table in config.embeddings.tables:
+    for index, table in enumerate(config.embeddings.tables):
         optimizer_class, kwargs = fused_table_optimizer(
-            table.optimizer, device.type, f"model.embeddings.tables[{table.name}].optimizer"
+            table.optimizer, device.type, f"model.embeddings.tables[{index}].optimizer"
         )
         apply_optimizer_in_backward(
             optimizer_class, [model.tables.embedding_bags[table.name].weight], dict(kwargs)
