@@ -27,17 +27,36 @@ PROBLEM_SEPARATOR = "\n"
 
 
 class BaseConfig(pydantic.BaseModel):
-    """Base for all config sections: unknown keys are errors, values are validated on assignment."""
+    """Base for all config sections: unknown keys are errors, values are validated on assignment,
+    and fields declared with `unsupported_field` are rejected when set."""
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
+    @pydantic.model_validator(mode="after")
+    def _reject_unsupported_fields(self) -> BaseConfig:
+        problems = []
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra or {}
+            why, harmless = extra.get("unsupported"), extra.get("harmless", [])
+            value = getattr(self, name)
+            if why and value is not None and value != field.default and value not in harmless:
+                problems.append(f"{name}: not supported: {why}")
+        if problems:
+            raise ValueError(PROBLEM_SEPARATOR.join(problems))
+        return self
 
-def unsupported(field_name: str, why: str) -> Any:
-    """A validator body for fields the original TwHIN declared but tml-twhin does not implement.
 
-    Such fields are accepted when unset so old configs load, and rejected with `why` when set.
+def unsupported_field(why: str, default: Any = None, harmless: tuple = ()) -> Any:
+    """A field the original TwHIN declared but tml-twhin cannot honour.
+
+    Old configs that leave it at `default` (or at a `harmless` value that asks for nothing)
+    still load; setting it to anything else is an error that says `why`.
     """
-    raise ValueError(f"{field_name} is not supported: {why}")
+    return pydantic.Field(
+        default,
+        description=f"Not supported: {why}",
+        json_schema_extra={"unsupported": why, "harmless": list(harmless)},
+    )
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:

@@ -10,24 +10,22 @@ from typing import Any
 
 import pydantic
 
-from tml.core.config import BaseConfig
+from tml.core.config import BaseConfig, unsupported_field
 
 
 class RuntimeConfig(BaseConfig):
     """How the process uses the hardware."""
 
-    enable_amp: bool = pydantic.Field(
-        False,
-        description="Automatic mixed precision. Not supported: the work is embedding lookups and "
-        "dot products; halve table memory with `data_type: fp16` instead. Must be false.",
+    enable_amp: bool = unsupported_field(
+        "automatic mixed precision does not apply to embedding lookups and dot products; halve "
+        "table memory with a table's data_type: fp16 instead",
+        default=False,
     )
     enable_tensorfloat32: bool = pydantic.Field(
         False, description="Allow TF32 matmuls on Ampere and newer GPUs (ignored on CPU)."
     )
-    wandb: Any = pydantic.Field(
-        None,
-        description="Weights & Biases logging. Not supported; metrics go to "
-        "<save_dir>/metrics.jsonl. Must be unset.",
+    wandb: Any = unsupported_field(
+        "Weights & Biases logging; metrics are written to <save_dir>/metrics.jsonl"
     )
     threads_per_rank: pydantic.PositiveInt | None = pydantic.Field(
         None,
@@ -38,24 +36,6 @@ class RuntimeConfig(BaseConfig):
     collective_timeout_s: pydantic.PositiveInt = pydantic.Field(
         600, description="Seconds a collective may wait for the other ranks before failing."
     )
-
-    @pydantic.field_validator("enable_amp")
-    @classmethod
-    def _no_amp(cls, value: bool) -> bool:
-        if value:
-            raise ValueError(
-                "enable_amp is not supported: use the table's data_type: fp16 to halve memory"
-            )
-        return value
-
-    @pydantic.field_validator("wandb")
-    @classmethod
-    def _no_wandb(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                "wandb is not supported: metrics are written to <save_dir>/metrics.jsonl"
-            )
-        return value
 
 
 class TrainingConfig(BaseConfig):
@@ -102,21 +82,11 @@ class TrainingConfig(BaseConfig):
     eval_timeout_in_s: pydantic.PositiveFloat = pydantic.Field(
         3600.0, description="Stop an evaluation early after this many seconds."
     )
-    gradient_accumulation: int | None = pydantic.Field(
-        None,
-        description="Not supported: fused table optimizers update inside backward, so "
-        "gradients cannot be accumulated. Raise per_replica_batch_size instead. Must be unset or 1.",
+    gradient_accumulation: int | None = unsupported_field(
+        "fused table optimizers update inside backward, so gradients cannot be accumulated; "
+        "raise per_replica_batch_size instead (1 is accepted: no accumulation)",
+        harmless=(1,),
     )
-
-    @pydantic.field_validator("gradient_accumulation")
-    @classmethod
-    def _no_accumulation(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise ValueError(
-                "gradient_accumulation is not supported: fused embedding optimizers update in "
-                "backward; increase per_replica_batch_size instead"
-            )
-        return value
 
     @pydantic.field_validator("save_dir")
     @classmethod

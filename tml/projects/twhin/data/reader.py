@@ -51,7 +51,10 @@ class Piece:
 
 def list_parquet_files(data_root: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """Resolve a directory, glob, file or fsspec URL into a sorted list of parquet files."""
-    fs, path = fsspec.core.url_to_fs(data_root)
+    try:
+        fs, path = fsspec.core.url_to_fs(data_root)
+    except (ImportError, ValueError) as exc:  # e.g. gs:// without gcsfs installed
+        raise DataError(f"data_root {data_root}: {exc}") from None
     if globlib.has_magic(path):
         # Skip Hadoop/Spark bookkeeping (_SUCCESS, _metadata) and hidden files a glob also matches.
         files = [f for f in fs.glob(path) if fs.isfile(f) and not _is_bookkeeping(f)]

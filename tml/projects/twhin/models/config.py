@@ -6,7 +6,7 @@ from enum import StrEnum
 
 import pydantic
 
-from tml.core.config import PROBLEM_SEPARATOR, BaseConfig
+from tml.core.config import PROBLEM_SEPARATOR, BaseConfig, unsupported_field
 from tml.core.optimizers import OptimizerConfig
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
@@ -50,29 +50,12 @@ class EmbeddingTableConfig(BaseConfig):
     sharding_type: ShardingType | None = pydantic.Field(
         None, description="Force a TorchRec sharding type; default lets the planner choose."
     )
-    pretrained: dict | None = pydantic.Field(
-        None,
-        description="Not supported (torchsnapshot); use training.initial_checkpoint_dir.",
+    pretrained: dict | None = unsupported_field(
+        "torchsnapshot tables; warm start with training.initial_checkpoint_dir"
     )
-    vocab: str | None = pydantic.Field(
-        None, description="Not supported: ids in the data must already be table row indices."
+    vocab: str | None = unsupported_field(
+        "id mapping; lhs/rhs in the data must already be table row indices"
     )
-
-    @pydantic.field_validator("pretrained")
-    @classmethod
-    def _no_pretrained(cls, value: dict | None) -> dict | None:
-        if value is not None:
-            raise ValueError(
-                "pretrained is not supported: warm start with training.initial_checkpoint_dir"
-            )
-        return value
-
-    @pydantic.field_validator("vocab")
-    @classmethod
-    def _no_vocab(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError("vocab is not supported: write row indices into lhs/rhs")
-        return value
 
     @property
     def effective_init_std(self) -> float:
@@ -85,16 +68,9 @@ class EmbeddingsConfig(BaseConfig):
     tables: list[EmbeddingTableConfig] = pydantic.Field(
         min_length=1, description="One table per entity type; names must be unique."
     )
-    tables_to_log: list[str] | None = pydantic.Field(
-        None, description="Not supported; metrics.jsonl holds the training statistics."
+    tables_to_log: list[str] | None = unsupported_field(
+        "per-table logging; metrics.jsonl holds the training statistics"
     )
-
-    @pydantic.field_validator("tables_to_log")
-    @classmethod
-    def _no_tables_to_log(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            raise ValueError("tables_to_log is not supported")
-        return value
 
     @pydantic.field_validator("tables")
     @classmethod
