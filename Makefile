@@ -10,6 +10,11 @@ CONFIG ?= configs/local.yaml
 SYNTHETIC_DIR ?= data/synthetic
 # Passive OpenMP waiting: spinning threads made small CPU boxes 10-40x slower (shared/stack.md §5).
 export OMP_WAIT_POLICY ?= PASSIVE
+# Container side: DOCKER=podman works too. Linted by `make lint` with the tools in .venv.
+DOCKER ?= docker
+IMAGE ?= tml-twhin:latest
+IMAGE_CPU ?= tml-twhin:cpu
+SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
 
 .PHONY: help setup run-local data test lint format docs clean
 
@@ -41,9 +46,25 @@ run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks 
 test: setup lint  ## lint, then the whole test suite
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
-lint: setup  ## ruff check and format check
+lint: setup compose-check  ## ruff, hadolint (Dockerfile), shellcheck and the compose schema
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+
+.PHONY: image image-cpu compose-check
+
+image:  ## build the CUDA 13.0 trainer image IMAGE (needs a Docker engine)
+	$(DOCKER) build -t $(IMAGE) .
+
+image-cpu:  ## build the CPU-only trainer image IMAGE_CPU
+	$(DOCKER) build --build-arg VARIANT=cpu -t $(IMAGE_CPU) .
+
+# The compose-spec schema catches unknown keys and a GPU reservation without capabilities;
+# `docker compose config` also resolves variables, where the plugin is installed.
+compose-check: setup  ## validate docker-compose.yml against the compose-spec schema
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	if $(DOCKER) compose version >/dev/null 2>&1; then $(DOCKER) compose config --quiet; fi
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

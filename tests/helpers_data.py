@@ -17,8 +17,8 @@ import torch
 
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.edges import EdgeBatch
+from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import EdgeDataset
-from tml.projects.twhin.train import make_dataset
 
 TABLES: dict[str, int] = {"user": 1000, "tweet": 100, "ad": 50}
 TABLE_NAMES = list(TABLES)

@@ -416,9 +416,9 @@ def test_fused_table_optimizer_rejects_adam_on_cpu_naming_the_path():
     with pytest.raises(ValueError, match="needs CUDA") as error:
         fused_table_optimizer(config, "cpu", WHERE)
     assert str(error.value).startswith(f"{WHERE}.adam:")
-    optimizer_class, kwargs = fused_table_optimizer(config, "cuda", WHERE)
-    assert optimizer_class is torch.optim.Adam
-    assert kwargs["lr"] == 0.01
+    fused = fused_table_optimizer(config, "cuda", WHERE)
+    assert fused.optimizer_class is torch.optim.Adam
+    assert fused.kwargs["lr"] == 0.01
 
 
 def test_fused_table_optimizer_rejects_sgd_momentum_naming_the_path():
@@ -434,12 +434,29 @@ def test_fused_table_optimizer_accepts_cpu_algorithms_with_their_lr(algorithm):
     from torchrec.optim import RowWiseAdagrad
 
     config = OptimizerConfig.model_validate({algorithm: {"lr": 0.3}})
-    optimizer_class, kwargs = fused_table_optimizer(config, "cpu", WHERE)
+    fused = fused_table_optimizer(config, "cpu", WHERE)
     expected = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}.get(
         algorithm, RowWiseAdagrad
     )
-    assert optimizer_class is expected
-    assert kwargs["lr"] == 0.3
+    assert fused.optimizer_class is expected
+    assert fused.kwargs["lr"] == 0.3
+    assert fused.kernel_kwargs == {}
+
+
+def test_table_weight_decay_reaches_the_fused_kernel_as_l2():
+    from fbgemm_gpu.tbe.config.optimizer_config import WeightDecayMode
+
+    config = OptimizerConfig.model_validate({"rowwise_adagrad": {"lr": 0.3, "weight_decay": 0.01}})
+    fused = fused_table_optimizer(config, "cpu", WHERE)
+    assert fused.kwargs["weight_decay"] == 0.01
+    assert fused.kernel_kwargs == {"weight_decay_mode": WeightDecayMode.L2}
+
+
+def test_table_weight_decay_with_plain_adagrad_is_rejected_naming_the_path():
+    config = OptimizerConfig.model_validate({"adagrad": {"lr": 0.3, "weight_decay": 0.01}})
+    with pytest.raises(ValueError, match="use rowwise_adagrad") as error:
+        fused_table_optimizer(config, "cpu", WHERE)
+    assert str(error.value).startswith(f"{WHERE}.adagrad.weight_decay:")
 
 
 def test_dense_optimizer_rejects_rowwise_adagrad_naming_the_path():

@@ -35,8 +35,8 @@ from helpers_data import (
 
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.edges import SlotLayout
+from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import DataError
-from tml.projects.twhin.train import make_dataset
 
 
 @pytest.fixture

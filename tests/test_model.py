@@ -9,8 +9,10 @@ from torch.nn import functional as F
 
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.edges import EdgeBatchBuilder, SlotLayout
-from tml.projects.twhin.models.losses import logistic_loss
+from tml.projects.twhin.models.losses import Logistic
 from tml.projects.twhin.models.model import TwhinModel
+
+logistic_loss = Logistic()
 
 CONFIG = {
     "model": {

@@ -10,6 +10,25 @@ from tml.projects.twhin.data.config import TwhinDataConfig
 from tml.projects.twhin.models.config import TwhinModelConfig
 
 
+class EvaluationConfig(BaseConfig):
+    """How validation and test edges are evaluated (during training and by `evaluate`)."""
+
+    ranking: bool = pydantic.Field(
+        True,
+        description="Filtered ranking metrics (MRR, Hits@1/3/10, mean rank) against every entity "
+        "of the rhs and lhs tables. During training rank 0 gathers the full tables for it: turn "
+        "it off when they do not fit one process's memory (loss and sampled AUC remain).",
+    )
+    filtered: bool = pydantic.Field(
+        True,
+        description="Leave out other known true edges (from train, validation and test data) "
+        "when ranking; reads all of those edges once.",
+    )
+    auc_negatives: pydantic.PositiveInt = pydantic.Field(
+        100, description="Uniformly drawn entities per ranked edge and side for the sampled AUC."
+    )
+
+
 class TwhinConfig(BaseConfig):
     """Top level of a config YAML (the original TwHIN field set is accepted as is)."""
 
@@ -22,7 +41,13 @@ class TwhinConfig(BaseConfig):
     model: TwhinModelConfig = pydantic.Field(description="Tables, relations, optimizers.")
     train_data: TwhinDataConfig = pydantic.Field(description="Training edges.")
     validation_data: TwhinDataConfig | None = pydantic.Field(
-        None, description="Held-out edges for periodic evaluation (loss and AUC)."
+        None, description="Held-out edges, evaluated every training.eval_log_every_n steps."
+    )
+    test_data: TwhinDataConfig | None = pydantic.Field(
+        None, description="Held-out edges for the final figure (`evaluate --split test`)."
+    )
+    evaluation: EvaluationConfig = pydantic.Field(
+        default_factory=EvaluationConfig, description="Evaluation metrics."
     )
 
     @pydantic.model_validator(mode="after")

@@ -22,13 +22,13 @@ from tml.core.distributed import DistributedContext
 from tml.core.metrics import MetricsWriter, format_duration
 from tml.core.optimizers import fused_table_optimizer
 from tml.core.train_loop import LoopSchedule, train_loop
-from tml.projects.twhin import validation
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.config import TwhinDataConfig
-from tml.projects.twhin.data.edges import EdgeBatch, EdgeBatchBuilder, SlotLayout
+from tml.projects.twhin.data.edges import EdgeBatch
+from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import EdgeDataset
 from tml.projects.twhin.export import CONFIG_COPY, export
 from tml.projects.twhin.models.sharding import ShardedTwhin, shard_model
+from tml.projects.twhin.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +45,6 @@ class PreparedRun:
     save_dir: Path
     train_data: EdgeDataset
     validation_data: EdgeDataset | None
-
-
-def make_dataset(
-    config: TwhinConfig, data: TwhinDataConfig, name: str, *, rank: int, world_size: int,
-    shuffle: bool,
-) -> EdgeDataset:  # fmt: skip
-    """An `EdgeDataset` whose batches fit the model's tables and relations."""
-    tables = config.model.embeddings.tables
-    names = [table.name for table in tables]
-    sizes = {table.name: table.num_embeddings for table in tables}
-    relations = config.model.relations
-    builder = EdgeBatchBuilder(
-        table_names=names,
-        table_sizes=[sizes[name] for name in names],
-        relation_tables=[(names.index(r.lhs), names.index(r.rhs)) for r in relations],
-        layout=SlotLayout(
-            batch_size=data.per_replica_batch_size,
-            global_negatives=data.global_negatives,
-            in_batch_negatives=data.in_batch_negatives,
-            num_relations=len(relations),
-        ),
-    )
-    return EdgeDataset(
-        data,
-        builder,
-        [(sizes[r.lhs], sizes[r.rhs]) for r in relations],
-        rank=rank,
-        world_size=world_size,
-        seed=config.training.seed,
-        shuffle=shuffle,
-        name=name,
-    )
 
 
 def check_save_dir(save_dir: Path, config: TwhinConfig) -> None:
@@ -257,13 +225,12 @@ class TwhinTrainer:
             self.sharded.model, self.sharded.optimizer, self.ctx.device, execute_all_batches=True
         )
         training = self.config.training
+        validator = None
+        if self.run.validation_data is not None:
+            validator = Validator(self.config, self.run.validation_data, self.sharded, self.ctx)
 
         def evaluate(step: int) -> None:
-            metrics = validation.evaluate(
-                pipeline, self.run.validation_data, training.num_eval_steps,
-                training.eval_timeout_in_s, self.ctx.device,
-            )  # fmt: skip
-            self.metrics.write({"step": step, "split": "validation", **metrics})
+            self.metrics.write({"step": step, "split": "validation", **validator(pipeline)})
 
         train_loop(
             pipeline=pipeline,
@@ -280,7 +247,7 @@ class TwhinTrainer:
             ),
             set_learning_rates=self.sharded.set_learning_rates,
             save_checkpoint=self.save,
-            evaluate=evaluate if self.run.validation_data is not None else None,
+            evaluate=evaluate if validator is not None else None,
             metrics=self.metrics,
             device=self.ctx.device,
         )

@@ -202,6 +202,11 @@ class EdgeDataset:
             yield self._make_batch(np.zeros((0, 3), np.int64), epoch, step)
             step += 1
 
+    def all_edges(self) -> np.ndarray:
+        """Every selected edge (lhs, rel, rhs) in global order, as one array (for evaluation:
+        memory grows with the number of edges)."""
+        return np.concatenate([self._read_piece(piece) for piece in self.pieces])
+
     def _make_batch(self, edges: np.ndarray, epoch: int, step: int) -> EdgeBatch:
         rng = np.random.default_rng([self.seed, epoch, self.rank, step, 1])
         return self.builder.build(edges[:, 0], edges[:, 1], edges[:, 2], rng)

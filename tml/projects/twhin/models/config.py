@@ -8,6 +8,7 @@ import pydantic
 
 from tml.core.config import PROBLEM_SEPARATOR, BaseConfig, unsupported_field
 from tml.core.optimizers import OptimizerConfig
+from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
 
@@ -112,8 +113,24 @@ class TwhinModelConfig(BaseConfig):
     translation_optimizer: OptimizerConfig = pydantic.Field(
         description="Optimizer (and schedule) of the relation operators' parameters."
     )
+    comparator: str = pydantic.Field(
+        "dot",
+        description="How op(lhs) and rhs embeddings become a score: "
+        f"{', '.join(COMPARATORS)} (dot is TwHIN's; l2 is the negative distance of TransE).",
+    )
     loss: str = pydantic.Field(
-        "logistic", description=f"Loss over positive and negative scores: {', '.join(LOSSES)}."
+        "logistic",
+        description=f"Loss over each positive's and its negatives' scores: {', '.join(LOSSES)} "
+        "(logistic is TwHIN's, softmax PBG's, ranking a margin loss).",
+    )
+    regularization: pydantic.NonNegativeFloat = pydantic.Field(
+        0.0,
+        description="Weight of an N3 penalty (sum of |x|^3) on the embeddings of each positive "
+        "edge, added to the loss. It curbs overfitting on small, dense graphs (it lifted "
+        "Kinships' validation MRR); 0 turns it off.",
+    )
+    margin: pydantic.NonNegativeFloat = pydantic.Field(
+        0.1, description="Margin of the ranking loss (ignored by the other losses)."
     )
 
     @pydantic.field_validator("loss")
@@ -121,6 +138,15 @@ class TwhinModelConfig(BaseConfig):
     def _known_loss(cls, value: str) -> str:
         if value not in LOSSES:
             raise ValueError(f"unknown loss {value!r}; choose one of {', '.join(LOSSES)}")
+        return value
+
+    @pydantic.field_validator("comparator")
+    @classmethod
+    def _known_comparator(cls, value: str) -> str:
+        if value not in COMPARATORS:
+            raise ValueError(
+                f"unknown comparator {value!r}; choose one of {', '.join(COMPARATORS)}"
+            )
         return value
 
     @pydantic.model_validator(mode="after")

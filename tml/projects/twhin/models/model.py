@@ -14,6 +14,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
 from tml.projects.twhin.data.edges import EdgeBatch
+from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.config import DataType, TwhinModelConfig
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
@@ -39,8 +40,8 @@ def table_configs(config: TwhinModelConfig) -> list[EmbeddingBagConfig]:
 class EdgeScorer(nn.Module):
     """Scores positives and their negatives from looked-up embeddings and returns the loss.
 
-    score(l, r, t) = < op_r(e_l), e_t >. Negatives go through the same operator as positives:
-    a corrupted rhs is compared with op_r(e_l), a corrupted lhs is transformed by op_r itself.
+    score(l, r, t) = comparator(op_r(e_l), e_t). Negatives go through the same operator as
+    positives: a corrupted rhs is compared with op_r(e_l), a corrupted lhs is transformed by op_r.
     """
 
     def __init__(self, config: TwhinModelConfig) -> None:
@@ -50,7 +51,9 @@ class EdgeScorer(nn.Module):
         self.operators = nn.ModuleList(
             OPERATORS[rel.operator](dims[rel.lhs], dims[rel.rhs]) for rel in config.relations
         )
-        self.loss_function = LOSSES[config.loss]
+        self.comparator = COMPARATORS[config.comparator]()
+        self.loss_function = LOSSES[config.loss](margin=config.margin)
+        self.regularization = config.regularization
 
     def forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch
@@ -59,6 +62,7 @@ class EdgeScorer(nn.Module):
         size = batch.relation.shape[0]
         num_slots = next(iter(by_table.values())).shape[0]
         num_global = (num_slots - 2 * size) // (2 * len(self.relations))
+        compare = self.comparator
         total_loss = torch.zeros((), device=batch.weight.device)
         order, positives, negatives, masks = [], [], [], []
         for index, ((lhs_table, rhs_table), operator) in enumerate(
@@ -68,23 +72,26 @@ class EdgeScorer(nn.Module):
             lhs_all, rhs_all = by_table[lhs_table], by_table[rhs_table]
             lhs, rhs = lhs_all[rows], rhs_all[size + rows]
             lhs_op = operator(lhs)
-            positive = (lhs_op * rhs).sum(-1)
+            positive = compare.aligned(lhs_op, rhs)
             scores, valid = [], []
             if batch.in_batch_partner.shape[1]:
                 partner = batch.in_batch_partner[rows]
-                scores.append((lhs_op.unsqueeze(1) * rhs_all[size + partner]).sum(-1))
-                scores.append((operator(lhs_all[partner]) * rhs.unsqueeze(1)).sum(-1))
+                scores.append(compare.aligned(lhs_op.unsqueeze(1), rhs_all[size + partner]))
+                scores.append(compare.aligned(operator(lhs_all[partner]), rhs.unsqueeze(1)))
                 valid += [batch.in_batch_mask[rows]] * 2
             if num_global:
                 first = 2 * size + 2 * num_global * index
                 lhs_negatives = lhs_all[first : first + num_global]
                 rhs_negatives = rhs_all[first + num_global : first + 2 * num_global]
-                scores.append(lhs_op @ rhs_negatives.T)
-                scores.append(rhs @ operator(lhs_negatives).T)
+                scores.append(compare.all_pairs(lhs_op, rhs_negatives))
+                scores.append(compare.all_pairs(rhs, operator(lhs_negatives)))
                 valid.append(torch.ones_like(scores[-1], dtype=torch.bool).repeat(1, 2))
             negative = torch.cat(scores, dim=1)
             mask = torch.cat(valid, dim=1)
             loss = self.loss_function(positive, negative, mask)
+            if self.regularization:
+                cubes = lhs.abs().pow(3).sum(-1) + rhs.abs().pow(3).sum(-1)
+                loss = loss + self.regularization * cubes
             total_loss = total_loss + (loss * batch.weight[rows]).sum()
             order.append(rows)
             positives.append(positive.detach())

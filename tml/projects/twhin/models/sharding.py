@@ -79,12 +79,14 @@ def shard_model(
     model = TwhinModel(config, table_device=torch.device("meta"))
     model.scorer.to(device)
     for index, table in enumerate(config.embeddings.tables):
-        optimizer_class, kwargs = fused_table_optimizer(
+        fused = fused_table_optimizer(
             table.optimizer, device.type, f"model.embeddings.tables[{index}].optimizer"
         )
-        apply_optimizer_in_backward(
-            optimizer_class, [model.tables.embedding_bags[table.name].weight], dict(kwargs)
-        )
+        weight = model.tables.embedding_bags[table.name].weight
+        apply_optimizer_in_backward(fused.optimizer_class, [weight], dict(fused.kwargs))
+        # Settings only the fbgemm kernel knows ride along with the table's optimizer kwargs,
+        # which TorchRec merges into that table's fused params.
+        weight._optimizer_kwargs[0].update(fused.kernel_kwargs)
     # One TBE kernel per table, so each table's learning rate can follow its own schedule.
     sharder = TwhinSharder(fused_params={"use_one_tbe_per_table": True})
     constraints = {
@@ -162,6 +164,34 @@ def table_weights(model: torch.nn.Module) -> dict[str, Any]:
         if match := _TABLE_PARAMETER.search(key):
             weights[match.group(1)] = value
     return weights
+
+
+def gather_tables(
+    model: torch.nn.Module, config: TwhinModelConfig, rank: int, device: torch.device
+) -> dict[str, torch.Tensor] | None:
+    """Full tables on rank 0 (None elsewhere); a collective every rank must call."""
+    weights = table_weights(model)
+    full = {}
+    for table in config.embeddings.tables:  # the same order on every rank
+        weight = weights[table.name]
+        if hasattr(weight, "gather"):  # ShardedTensor
+            out = (
+                torch.empty(weight.size(), dtype=weight.dtype, device=device) if rank == 0 else None
+            )
+            weight.gather(dst=0, out=out)
+        else:
+            out = weight.detach().clone()
+        full[table.name] = out.cpu() if out is not None else None
+    return full if rank == 0 else None
+
+
+def dense_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The relation operators' parameters (replicated on every rank), on CPU."""
+    return {
+        key: value.detach().cpu()
+        for key, value in model.state_dict().items()
+        if key.startswith("scorer.")
+    }
 
 
 def local_shards(weight: Any) -> list[tuple[torch.Tensor, int, int]]:

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Container entrypoint of tml-twhin; runs on a host checkout too (TML_APP_DIR=. PATH=.venv/bin:$PATH).
+#
+#   entrypoint.sh [train|evaluate|export|COMMAND] [ARGS...]     (no argument: train)
+#
+# train    torchrun tml/projects/twhin/run.py on this node's GPUs (or 1 CPU process)
+# evaluate python -m tml.projects.twhin.evaluate on the config and save dir
+# export   python -m tml.projects.twhin.export --save_dir (newest checkpoint -> parquet)
+# COMMAND  anything else runs as is (python, tensorboard, bash, ...)
+# ARGS are appended to the job's command line.
+#
+# Environment (the names the compose file, deploy/k8s and deploy/slurm set):
+#   CONFIG_YAML_PATH  config file (default /config/config.yaml: mount your configs at /config)
+#   SAVE_DIR          checkpoints, metrics, embeddings (default /save: mount a writable volume)
+#   NPROC_PER_NODE    processes on this node (default: the visible GPUs, or 1 without GPUs)
+#   NNODES            nodes in the job (default 1: a standalone single-node rendezvous)
+#   RDZV_ENDPOINT     host:port of the c10d rendezvous when NNODES > 1, on the first node
+#                     (default MASTER_ADDR:MASTER_PORT, as Kubeflow and most schedulers set them)
+#   NODE_RANK         0 on the node that hosts the rendezvous store; unset: found from hostnames
+#   RDZV_ID           job id shared by all nodes (default tml-twhin)
+#   MAX_RESTARTS      torchrun restarts of the worker group after a failure (default 0)
+#   TML_APP_DIR       the tml-twhin checkout (default /usr/src/app, where the image has it)
+set -euo pipefail
+
+# Same code for input errors as run.py: one `error:` line, exit 2.
+die() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
+
+app_dir=${TML_APP_DIR:-/usr/src/app}
+config=${CONFIG_YAML_PATH:-/config/config.yaml}
+save_dir=${SAVE_DIR:-/save}
+# Spinning OpenMP threads made small CPU boxes 10-40x slower; torch reads this when it loads.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export PYTHONPATH="$app_dir${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+job=train
+if [[ $# -gt 0 && $1 != -* ]]; then # a leading flag means "train with these extra flags"
+    job=$1
+    shift
+fi
+
+require_config() {
+    [[ -f $config && -r $config ]] || die "config file $config not found or not readable." \
+        "Mount the directory holding it (docker run -v \"\$PWD/configs:/config:ro\" ...)" \
+        "and set CONFIG_YAML_PATH=/config/<name>.yaml (default /config/config.yaml)."
+}
+
+# A real write, not `test -w`: root passes -w on anything but a read-only file system, and the
+# trainer should fail here with a hint rather than at its first checkpoint.
+require_writable_save_dir() {
+    local reason probe
+    local hint="Mount a writable directory there (docker run -v \"\$PWD/runs:/save\" ...) or set"
+    hint+=" SAVE_DIR; a bind mount must be writable by uid $(id -u) (compose: TML_UID/TML_GID)."
+    if ! reason=$(mkdir -p -- "$save_dir" 2>&1); then
+        die "save dir $save_dir cannot be created (${reason##*: }). $hint"
+    fi
+    if ! probe=$(mktemp -p "$save_dir" .write-test.XXXXXX 2>&1); then
+        die "save dir $save_dir is not writable (${probe##*: }). $hint"
+    fi
+    rm -f -- "$probe"
+}
+
+# One process per visible GPU, as run.py maps local ranks to GPUs; torch's count honours
+# CUDA_VISIBLE_DEVICES and the devices the container runtime exposed.
+default_nproc() {
+    local gpus
+    gpus=$(python -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null) || gpus=0
+    if is_count "$gpus"; then echo "$gpus"; else echo 1; fi
+}
+
+torchrun_launch_args() {
+    local nproc=${NPROC_PER_NODE:-} nnodes=${NNODES:-1} endpoint
+    is_count "$nnodes" || die "NNODES=$nnodes is not a positive integer"
+    [[ -n $nproc ]] || nproc=$(default_nproc)
+    is_count "$nproc" || die "NPROC_PER_NODE=$nproc is not a positive integer"
+    launch=(--nnodes "$nnodes" --nproc_per_node "$nproc" --max_restarts "${MAX_RESTARTS:-0}")
+    if [[ $nnodes == 1 ]]; then
+        launch+=(--standalone)
+        return
+    fi
+    endpoint=${RDZV_ENDPOINT:-}
+    if [[ -z $endpoint ]]; then
+        [[ -n ${MASTER_ADDR:-} ]] || die "NNODES=$nnodes needs the first node's address:" \
+            "set RDZV_ENDPOINT=host:port (or MASTER_ADDR and MASTER_PORT) on every node."
+        endpoint=$MASTER_ADDR:${MASTER_PORT:-29400}
+    fi
+    launch+=(--rdzv_backend c10d --rdzv_endpoint "$endpoint" --rdzv_id "${RDZV_ID:-tml-twhin}")
+    if [[ -n ${NODE_RANK:-} ]]; then
+        # c10d hands out ranks as nodes join (torchrun ignores --node_rank with it); NODE_RANK
+        # picks the node serving the rendezvous store, which hostname matching gets wrong behind
+        # a Kubernetes service name or with several "nodes" on one machine.
+        if [[ $NODE_RANK == 0 ]]; then
+            launch+=(--rdzv_conf is_host=1)
+        else
+            launch+=(--rdzv_conf is_host=0)
+        fi
+    fi
+}
+
+case $job in
+    train)
+        run_py=$app_dir/tml/projects/twhin/run.py
+        [[ -f $run_py ]] || die "$run_py not found: set TML_APP_DIR to a tml-twhin checkout"
+        command -v torchrun >/dev/null || die "torchrun is not on PATH (activate the venv)"
+        require_config
+        require_writable_save_dir
+        torchrun_launch_args
+        set -- torchrun "${launch[@]}" "$run_py" \
+            --config_yaml_path="$config" --save_dir="$save_dir" "$@"
+        ;;
+    evaluate)
+        require_config
+        require_writable_save_dir
+        set -- python -m tml.projects.twhin.evaluate \
+            --config_yaml_path="$config" --save_dir="$save_dir" "$@"
+        ;;
+    export)
+        require_writable_save_dir
+        set -- python -m tml.projects.twhin.export --save_dir "$save_dir" "$@"
+        ;;
+    *)
+        set -- "$job" "$@"
+        ;;
+esac
+echo "entrypoint: $*" >&2
+exec "$@"

@@ -1,0 +1,429 @@
+"""Docker-first launch, verified without a Docker engine.
+
+entrypoint.sh runs for real on this host (TML_APP_DIR = the checkout, .venv first on PATH):
+CPU training, export, two "nodes" meeting in a c10d rendezvous, and its input errors. The
+Dockerfile, compose file, Kubernetes and Slurm files are checked against requirements.txt and
+against the environment variables the entrypoint reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, small_config, torchrun_env, write_config
+from tml.core.checkpoint import complete_checkpoints
+
+ENTRYPOINT = REPO / "entrypoint.sh"
+IMAGE_REQUIREMENTS = REPO / "tools" / "image-requirements.sh"
+VENV_BIN = Path(sys.executable).parent
+TOOLS_MARKER = "# test and lint tools"
+
+
+def entrypoint_vars() -> set[str]:
+    """Environment variables entrypoint.sh reads (every `${NAME` in its code)."""
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", ENTRYPOINT.read_text()))
+
+
+def entrypoint_env(**overrides: str) -> dict[str, str]:
+    env = torchrun_env()
+    for name in entrypoint_vars() - {"PATH", "PYTHONPATH", "OMP_WAIT_POLICY"}:
+        env.pop(name, None)  # nothing from the caller's shell may steer the launch
+    env.update(TML_APP_DIR=str(REPO), PATH=f"{VENV_BIN}:{env['PATH']}")
+    env.update(overrides)
+    return env
+
+
+def run_entrypoint(
+    *args: str, timeout: float = 240, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=timeout,
+        env=entrypoint_env(**env), cwd=REPO,
+    )  # fmt: skip
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-4000:]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def short_run_config(graph: Path, path: Path, steps: int) -> Path:
+    """A few steps of the test-sized local.yaml, one checkpoint at the end."""
+    config = small_config(graph, num_train_steps=steps, checkpoint_every_n=1000, num_eval_steps=2)
+    return write_config(path, config)
+
+
+# --- the entrypoint on the host ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def host_run(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """`entrypoint.sh` with no argument and no NPROC_PER_NODE: train on this CPU box."""
+    tmp = tmp_path_factory.mktemp("host_run")
+    config = short_run_config(small_graph, tmp / "config.yaml", steps=20)
+    result = run_entrypoint(CONFIG_YAML_PATH=str(config), SAVE_DIR=str(tmp / "save"))
+    assert_ok(result)
+    # No GPU here, so the default is one process, launched standalone.
+    assert "entrypoint: torchrun --nnodes 1 --nproc_per_node 1 --max_restarts 0 --standalone" in (
+        result.stderr
+    )
+    return config, tmp / "save"
+
+
+def test_entrypoint_trains_on_the_host(host_run: tuple[Path, Path]) -> None:
+    _, save_dir = host_run
+    assert [p.name for p in complete_checkpoints(save_dir / "checkpoints")] == ["step_20"]
+    assert (save_dir / "embeddings" / "user.parquet").is_file()
+    assert (save_dir / "metrics.jsonl").read_text().strip()
+
+
+def test_entrypoint_export_job(host_run: tuple[Path, Path]) -> None:
+    _, save_dir = host_run
+    for parquet in (save_dir / "embeddings").glob("*.parquet"):
+        parquet.unlink()
+    result = run_entrypoint("export", SAVE_DIR=str(save_dir))
+    assert_ok(result)
+    assert "entrypoint: python -m tml.projects.twhin.export --save_dir" in result.stderr
+    names = {p.name for p in (save_dir / "embeddings").glob("*.parquet")}
+    assert {"user.parquet", "tweet.parquet", "relations.parquet"} <= names
+
+
+def test_entrypoint_evaluate_job(host_run: tuple[Path, Path]) -> None:
+    config, save_dir = host_run
+    if not (REPO / "tml" / "projects" / "twhin" / "evaluate.py").is_file():
+        pytest.skip("tml.projects.twhin.evaluate is not written yet")
+    result = run_entrypoint("evaluate", CONFIG_YAML_PATH=str(config), SAVE_DIR=str(save_dir))
+    assert_ok(result)
+
+
+def test_other_commands_run_as_is_with_the_environment_set() -> None:
+    code = "import os, sys; print(os.environ['OMP_WAIT_POLICY'], sys.argv[1:])"
+    result = run_entrypoint("python", "-c", code, "a b", "c")
+    assert_ok(result)
+    assert result.stdout.strip() == "PASSIVE ['a b', 'c']"
+
+
+def test_missing_config_says_how_to_mount_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    for job in ("train", "evaluate"):
+        result = run_entrypoint(job, CONFIG_YAML_PATH=str(missing), SAVE_DIR=str(tmp_path))
+        assert result.returncode == 2
+        error = result.stderr.strip()
+        assert error.startswith(f"error: config file {missing} not found")
+        assert "/config:ro" in error and "CONFIG_YAML_PATH" in error
+
+
+@pytest.mark.parametrize("job", ["train", "export"])
+def test_unwritable_save_dir_is_refused_before_launch(tmp_path: Path, job: str) -> None:
+    # Root may write anywhere, but not below a regular file.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = write_config(tmp_path / "config.yaml", {})
+    result = run_entrypoint(job, CONFIG_YAML_PATH=str(config), SAVE_DIR=str(blocker / "save"))
+    assert result.returncode == 2
+    error = result.stderr.strip()
+    assert error.startswith(
+        f"error: save dir {blocker / 'save'} cannot be created (Not a directory)"
+    )
+    assert "SAVE_DIR" in error and "writable" in error
+    assert "entrypoint:" not in result.stderr  # nothing was launched
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NNODES": "2"}, "NNODES=2 needs the first node's address"),
+        ({"NNODES": "two"}, "NNODES=two is not a positive integer"),
+        ({"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE=0 is not a positive integer"),
+    ],
+)
+def test_bad_launch_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    config = write_config(tmp_path / "config.yaml", {})
+    result = run_entrypoint(CONFIG_YAML_PATH=str(config), SAVE_DIR=str(tmp_path / "s"), **env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"error: {message}")
+
+
+def test_two_nodes_on_one_machine_train_together(small_graph: Path, tmp_path: Path) -> None:
+    """Two entrypoints, one process each, meet in a c10d rendezvous on 127.0.0.1 and write one
+    checkpoint. Node 0 is given RDZV_ENDPOINT, node 1 MASTER_ADDR/MASTER_PORT (as Kubeflow)."""
+    config = short_run_config(small_graph, tmp_path / "config.yaml", steps=10)
+    port = str(free_port())
+    common = dict(
+        CONFIG_YAML_PATH=str(config), SAVE_DIR=str(tmp_path / "save"), NNODES="2",
+        NPROC_PER_NODE="1", RDZV_ID="two-nodes",
+    )  # fmt: skip
+    nodes = [
+        dict(common, NODE_RANK="0", RDZV_ENDPOINT=f"127.0.0.1:{port}"),
+        dict(common, NODE_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+    ]
+    logs = [tmp_path / f"node{i}.log" for i in range(2)]
+    processes = []
+    for env, log in zip(nodes, logs, strict=True):
+        with open(log, "w") as out:
+            start = dict(stdout=out, stderr=subprocess.STDOUT, env=entrypoint_env(**env), cwd=REPO)
+            processes.append(subprocess.Popen([str(ENTRYPOINT)], **start))
+    try:
+        codes = [p.wait(timeout=240) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    assert "--rdzv_backend c10d" in logs[0].read_text()
+    checkpoints = complete_checkpoints(tmp_path / "save" / "checkpoints")
+    assert [p.name for p in checkpoints] == ["step_10"]
+    # One checkpoint holding a shard from each node's rank.
+    assert sorted(p.name for p in checkpoints[0].glob("*.distcp")) == [
+        "__0_0.distcp",
+        "__1_0.distcp",
+    ]
+    state = json.loads((checkpoints[0] / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+
+
+# --- Dockerfile and its pins -------------------------------------------------------------------
+
+
+def requirement_pins(text: str) -> dict[str, str]:
+    pins = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def image_pins(variant: str, requirements: Path | None = None) -> dict[str, str]:
+    # /bin/sh: the Dockerfile runs it with the base image's sh, not bash.
+    args = ["sh", str(IMAGE_REQUIREMENTS), variant, str(requirements or REPO / "requirements.txt")]
+    result = subprocess.run(args, capture_output=True, text=True, check=True)
+    return requirement_pins(result.stdout)
+
+
+def test_image_pins_are_requirements_txt() -> None:
+    text = (REPO / "requirements.txt").read_text()
+    runtime = requirement_pins(text.split(TOOLS_MARKER)[0])
+    tools = requirement_pins(text.split(TOOLS_MARKER)[1])
+    assert image_pins("cpu") == runtime
+    cuda = image_pins("cuda")
+    # The GPU image: the same fbgemm version, in its CUDA build; nothing else differs.
+    assert "fbgemm-gpu-cpu" not in cuda
+    assert cuda.pop("fbgemm-gpu") == runtime.pop("fbgemm-gpu-cpu")
+    assert cuda == runtime
+    assert {"torch", "torchrec"} <= cuda.keys()
+    assert not tools.keys() & cuda.keys(), "test tools must stay out of the image"
+
+
+def test_image_requirements_refuses_what_it_cannot_derive(tmp_path: Path) -> None:
+    for variant, requirements in [
+        ("gpu", REPO / "requirements.txt"),
+        ("cuda", write_text(tmp_path / "no-marker.txt", "torch==2.13.0\n")),
+        (
+            "cuda",
+            write_text(tmp_path / "no-fbgemm.txt", f"torch==1\ntorchrec==1\n{TOOLS_MARKER}\n"),
+        ),
+    ]:
+        with pytest.raises(subprocess.CalledProcessError):
+            image_pins(variant, requirements)
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Instructions (continuation lines joined) of each named stage."""
+    stages: dict[str, list[str]] = {}
+    joined = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    current: list[str] = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split(" AS ")[-1].strip(), [])
+        current.append(line)
+    return stages
+
+
+def test_dockerfile_trainer_stage() -> None:
+    stages = dockerfile_stages()
+    assert list(stages)[-1] == "trainer", "a plain `docker build .` must make the trainer"
+    trainer = stages["trainer"]
+
+    def index(prefix: str) -> int:
+        return next(i for i, line in enumerate(trainer) if line.startswith(prefix))
+
+    # Pins are installed from requirements.txt before any code is copied.
+    install = index("RUN --mount=type=cache")
+    assert index("COPY requirements.txt tools/image-requirements.sh") < install
+    assert install < index("COPY tml ") < index("USER ")
+    assert 'image-requirements.sh "$VARIANT"' in trainer[install]
+    assert "pip install --no-deps" in trainer[install]
+    # No version typed into the trainer stage can disagree with requirements.txt.
+    assert not re.search(r"==\s*[0-9]", "\n".join(trainer))
+    assert "ARG VARIANT=cuda" in trainer
+    user = trainer[index("USER ")].split()[1]
+    assert re.fullmatch(r"[1-9][0-9]*:[0-9]+", user), "numeric non-root user"
+    assert trainer[index("ENTRYPOINT")] == 'ENTRYPOINT ["/usr/src/app/entrypoint.sh"]'
+    assert trainer[-1] == 'CMD ["train"]'
+
+
+def test_dockerignore_admits_only_what_the_dockerfile_copies() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    admitted = {p[1:] for p in patterns if p.startswith("!")}
+    copied = set()
+    for stage in dockerfile_stages().values():
+        for line in stage:
+            if line.startswith("COPY "):
+                words = [w for w in line.split()[1:] if not w.startswith("--")]
+                copied.update(w.rstrip("/") for w in words[:-1])
+    assert admitted == copied
+    assert all((REPO / path).exists() for path in admitted)
+    assert not admitted & {"data", "runs", ".venv", ".git"}
+
+
+# --- docker compose ----------------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_train_service_reserves_gpus_and_mounts() -> None:
+    services = compose()["services"]
+    train = services["train"]
+    assert train["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    ]
+    assert {"./configs:/config:ro", "./data:/data:ro", "./runs:/save"} <= set(train["volumes"])
+    assert train.get("shm_size") or train.get("ipc") == "host"
+    env = train["environment"]
+    assert env["CONFIG_YAML_PATH"].startswith("/config/")
+    assert env["SAVE_DIR"].startswith("/save/")
+    for service in services.values():
+        assert set(service.get("environment", {})) <= entrypoint_vars()
+    cpu = services["train-cpu"]
+    assert cpu["profiles"] == ["cpu"] and cpu["build"]["args"] == {"VARIANT": "cpu"}
+    assert "deploy" not in cpu
+    assert services["tensorboard"]["profiles"] == ["tensorboard"]
+    assert services["tensorboard"]["build"]["target"] in dockerfile_stages()
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_compose_schema_rejects_a_gpu_reservation_without_capabilities(tmp_path: Path) -> None:
+    assert check_compose_schema(REPO / "docker-compose.yml").returncode == 0
+    text = (REPO / "docker-compose.yml").read_text()
+    assert text.count("capabilities: [gpu]") == 1
+    broken = write_text(tmp_path / "compose.yml", text.replace("capabilities: [gpu]", ""))
+    result = check_compose_schema(broken)
+    assert result.returncode == 1 and "'capabilities' is a required property" in result.stdout
+
+
+# --- Kubernetes and Slurm ----------------------------------------------------------------------
+
+
+def test_kubernetes_pytorchjob_matches_the_entrypoint() -> None:
+    documents = [
+        doc
+        for path in sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+    ]
+    claims = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
+    (job,) = [d for d in documents if d["kind"] == "PyTorchJob"]
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert set(replicas) == {"Master", "Worker"} and replicas["Master"]["replicas"] == 1
+    for role, spec in replicas.items():
+        pod = spec["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["name"] == "pytorch"
+        assert "command" not in container, "keep the image's ENTRYPOINT"
+        assert container["args"] == ["train"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert set(env) <= entrypoint_vars()
+        assert int(env["NNODES"]) == 1 + replicas["Worker"]["replicas"]
+        assert int(env["NPROC_PER_NODE"]) == container["resources"]["limits"]["nvidia.com/gpu"]
+        assert env.get("NODE_RANK") == ("0" if role == "Master" else None)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+        assert "configMap" in mounts[str(Path(env["CONFIG_YAML_PATH"]).parent)]
+        save = next(v for path, v in mounts.items() if env["SAVE_DIR"].startswith(path + "/"))
+        assert save["persistentVolumeClaim"]["claimName"] in claims
+        assert mounts["/dev/shm"]["emptyDir"]["medium"] == "Memory"
+        assert mounts["/data"]["persistentVolumeClaim"]["claimName"] in claims
+
+
+# Stand-ins for the scheduler, so train.sbatch itself runs: `srun` starts its command once per
+# node of the allocation, all on this machine, each with its SLURM_NODEID.
+FAKE_SRUN = """#!/bin/bash
+while [[ $1 == --* ]]; do shift; done
+pids=()
+for ((node = 0; node < SLURM_JOB_NUM_NODES; node++)); do SLURM_NODEID=$node "$@" & pids+=($!); done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+"""
+FAKE_SCONTROL = "#!/bin/bash\necho 127.0.0.1\n"
+
+
+def test_slurm_script_runs_two_nodes(small_graph: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        write_text(bin_dir / name, text).chmod(0o755)
+    config = short_run_config(small_graph, tmp_path / "config.yaml", steps=10)
+    env = entrypoint_env(
+        PATH=f"{bin_dir}:{VENV_BIN}:{os.environ['PATH']}", SLURM_SUBMIT_DIR=str(REPO),
+        SLURM_JOB_NODELIST="node[1-2]", SLURM_JOB_NUM_NODES="2", SLURM_JOB_ID="4242",
+        SLURM_JOB_NAME="tml-twhin", RDZV_PORT=str(free_port()), NPROC_PER_NODE="1",
+        CONFIG_YAML_PATH=str(config), SAVE_DIR=str(tmp_path / "save"),
+    )  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(REPO / "deploy" / "slurm" / "train.sbatch")],
+        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(result)
+    assert "--rdzv_endpoint 127.0.0.1:" in result.stderr and "--rdzv_id 4242" in result.stderr
+    assert result.stderr.count("--rdzv_conf is_host=1") == 1  # node 0 only
+    (checkpoint,) = complete_checkpoints(tmp_path / "save" / "checkpoints")
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["world_size"] == 2
+
+
+def test_slurm_script_parses_and_matches_the_entrypoint() -> None:
+    sbatch = REPO / "deploy" / "slurm" / "train.sbatch"
+    subprocess.run(["bash", "-n", str(sbatch)], check=True)
+    subprocess.run([str(VENV_BIN / "shellcheck"), str(sbatch)], check=True)
+    text = sbatch.read_text()
+    assert "#SBATCH --ntasks-per-node=1" in text
+    exported = set(re.findall(r"^export ([A-Z_]+)=", text, flags=re.MULTILINE))
+    slurm_only = {"SRUN_CPUS_PER_TASK", "PATH"}
+    assert {"NNODES", "RDZV_ENDPOINT", "RDZV_ID", "CONFIG_YAML_PATH", "SAVE_DIR"} <= exported
+    assert exported - slurm_only <= entrypoint_vars()
+    assert 'NODE_RANK=$SLURM_NODEID exec "$0" train' in text

@@ -1,0 +1,73 @@
+"""Comparators: how a transformed lhs embedding and an rhs embedding become one score.
+
+Each comparator scores aligned pairs (`aligned`, broadcasting over leading dims) and all pairs of
+two sets (`all_pairs`, one matrix product, used for shared negatives and ranking evaluation).
+Comparators are symmetric. Registered by name; adding one is one class with `@register_comparator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+COMPARATORS: dict[str, type[Comparator]] = {}
+
+
+def register_comparator(name: str) -> Callable[[type[Comparator]], type[Comparator]]:
+    """Class decorator adding a comparator to `COMPARATORS` under `name`."""
+
+    def register(cls: type[Comparator]) -> type[Comparator]:
+        COMPARATORS[name] = cls
+        return cls
+
+    return register
+
+
+class Comparator:
+    """Scores of (transformed lhs, rhs) pairs; larger means more likely an edge."""
+
+    def aligned(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        """`(..., d)` x `(..., d)` -> `(...)`, broadcasting leading dims."""
+        raise NotImplementedError
+
+    def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        """`(n, d)` x `(m, d)` -> `(n, m)`."""
+        raise NotImplementedError
+
+
+@register_comparator("dot")
+class Dot(Comparator):
+    """<a, b> (TwHIN's comparator)."""
+
+    def aligned(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return (lhs * rhs).sum(-1)
+
+    def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return lhs @ rhs.T
+
+
+@register_comparator("cos")
+class Cosine(Comparator):
+    """<a, b> / (|a| |b|): the dot product of unit vectors, blind to embedding norms."""
+
+    def aligned(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(lhs, dim=-1) * F.normalize(rhs, dim=-1)).sum(-1)
+
+    def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return F.normalize(lhs, dim=-1) @ F.normalize(rhs, dim=-1).T
+
+
+@register_comparator("l2")
+class NegativeDistance(Comparator):
+    """-|a - b|: classic TransE with the translation operator."""
+
+    def aligned(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return -(lhs - rhs).pow(2).sum(-1).clamp(min=1e-12).sqrt()
+
+    def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        squared = (
+            lhs.pow(2).sum(-1, keepdim=True) + rhs.pow(2).sum(-1).unsqueeze(0) - 2 * lhs @ rhs.T
+        )
+        return -squared.clamp(min=1e-12).sqrt()
