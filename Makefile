@@ -16,7 +16,8 @@ IMAGE ?= tml-twhin:latest
 IMAGE_CPU ?= tml-twhin:cpu
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
 
-.PHONY: help setup run-local data test lint format docs clean
+.PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \
+	bench-quality
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -66,12 +67,29 @@ compose-check: setup  ## validate docker-compose.yml against the compose-spec sc
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	if $(DOCKER) compose version >/dev/null 2>&1; then $(DOCKER) compose config --quiet; fi
 
+KINSHIPS_DIR ?= data/kinships
+
+import-kinships: $(KINSHIPS_DIR)/config.yaml  ## import datasets/kinships into KINSHIPS_DIR (once)
+
+$(KINSHIPS_DIR)/config.yaml: | $(VENV)/.installed
+	$(PY) -m tml.projects.twhin.import_kg --out $(KINSHIPS_DIR) --overwrite \
+		--train datasets/kinships/train.tsv --valid datasets/kinships/valid.tsv \
+		--test datasets/kinships/test.tsv --operator complex_diagonal
+
+run-kinships: setup import-kinships  ## train configs/kinships.yaml (ComplEx) and score the test split
+	OMP_NUM_THREADS=1 $(PY) tml/projects/twhin/run.py --config_yaml_path=configs/kinships.yaml \
+		--save_dir=runs/kinships
+	$(PY) -m tml.projects.twhin.evaluate --save_dir=runs/kinships --split test
+
+bench-quality: setup import-kinships  ## train every operator on Kinships; table of test MRR, Hits, speed
+	$(PY) benchmarks/quality.py --data $(KINSHIPS_DIR)
+
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 clean:  ## remove the venv, generated data and runs
-	rm -rf $(VENV) data/synthetic runs .pytest_cache
+	rm -rf $(VENV) data/synthetic $(KINSHIPS_DIR) runs .pytest_cache
 
 docs: setup  ## regenerate the config reference in README.md from the config classes
 	$(PY) -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig --update README.md

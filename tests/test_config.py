@@ -440,23 +440,6 @@ def test_fused_table_optimizer_accepts_cpu_algorithms_with_their_lr(algorithm):
     )
     assert fused.optimizer_class is expected
     assert fused.kwargs["lr"] == 0.3
-    assert fused.kernel_kwargs == {}
-
-
-def test_table_weight_decay_reaches_the_fused_kernel_as_l2():
-    from fbgemm_gpu.tbe.config.optimizer_config import WeightDecayMode
-
-    config = OptimizerConfig.model_validate({"rowwise_adagrad": {"lr": 0.3, "weight_decay": 0.01}})
-    fused = fused_table_optimizer(config, "cpu", WHERE)
-    assert fused.kwargs["weight_decay"] == 0.01
-    assert fused.kernel_kwargs == {"weight_decay_mode": WeightDecayMode.L2}
-
-
-def test_table_weight_decay_with_plain_adagrad_is_rejected_naming_the_path():
-    config = OptimizerConfig.model_validate({"adagrad": {"lr": 0.3, "weight_decay": 0.01}})
-    with pytest.raises(ValueError, match="use rowwise_adagrad") as error:
-        fused_table_optimizer(config, "cpu", WHERE)
-    assert str(error.value).startswith(f"{WHERE}.adagrad.weight_decay:")
 
 
 def test_dense_optimizer_rejects_rowwise_adagrad_naming_the_path():

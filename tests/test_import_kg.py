@@ -156,9 +156,11 @@ def test_kinships_config_validates_with_tables_from_vocab_and_relations_in_id_or
     assert config.validation_data.data_root == str(kinships / "valid")
     assert os.path.isabs(config.train_data.data_root)
     expected = default_training_settings(8544, 104)
-    assert config.train_data.per_replica_batch_size == expected["per_replica_batch_size"] == 85
-    assert config.training.num_epochs == 50
-    assert config.training.train_log_every_n == 101  # steps of one epoch on 1 rank
+    assert config.train_data.per_replica_batch_size == expected["per_replica_batch_size"] == 534
+    assert config.training.num_epochs == 60
+    assert config.training.train_log_every_n == 16  # steps of one epoch on 1 rank
+    assert config.test_data is not None
+    assert config.test_data.data_root == str(kinships / "test")
     text = (kinships / "config.yaml").read_text()
     assert text.startswith("# Training config for the kinships knowledge graph")
     assert "python -m tml.projects.twhin.import_kg" in text
@@ -199,15 +201,19 @@ def test_unknown_operator_is_refused_with_the_choices(small_graph: dict[str, Pat
     assert not (tmp_path / "out").exists()
 
 
-def test_default_training_settings_scale_the_batch_with_the_graph():
-    assert default_training_settings(100, 10)["per_replica_batch_size"] == 32
-    assert default_training_settings(8544, 104)["per_replica_batch_size"] == 85
+def test_default_training_settings_scale_with_the_graph():
+    assert default_training_settings(100, 10)["per_replica_batch_size"] == 64
+    small = default_training_settings(8544, 104)
+    assert small["per_replica_batch_size"] == 534 and small["num_epochs"] == 60
+    assert small["global_negatives"] == 100
+    assert default_training_settings(100, 10)["global_negatives"] == 10  # never more than exist
     big = default_training_settings(10_000_000, 1_000_000)
-    assert big["per_replica_batch_size"] == 1000
+    assert big["per_replica_batch_size"] == 1000 and big["num_epochs"] == 5
     assert big["checkpoint_every_n"] == 10_000 * 10
     assert big["eval_log_every_n"] == 10_000 * 10
-    assert big["table_optimizer"] == {"rowwise_adagrad": {"lr": 0.1}}
-    assert big["translation_optimizer"] == {"adagrad": {"lr": 0.1}}
+    schedule = big["table_optimizer"]["learning_rate"]["linear_ramp_to_cosine"]
+    assert schedule["final_num_steps"] == big["num_train_steps"] == 10_000 * 5
+    assert big["translation_optimizer"] == big["table_optimizer"]
 
 
 # -- streaming ----------------------------------------------------------------------------------

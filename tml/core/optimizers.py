@@ -7,7 +7,7 @@ fbgemm kernel, no dense gradient is ever built). Dense parameters (relation oper
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -34,12 +34,6 @@ class AdagradConfig(BaseConfig):
         1e-8,
         description="Added to the denominator. Must be > 0: the original's 0 divides 0 by 0 "
         "(NaN) on rows whose gradient is exactly zero.",
-    )
-    weight_decay: pydantic.NonNegativeFloat = pydantic.Field(
-        0.0,
-        description="L2 penalty added to the gradient. Tables: rowwise_adagrad only, applied to "
-        "the rows a step touches (the update is sparse), so frequent entities are regularised "
-        "most.",
     )
 
 
@@ -105,12 +99,10 @@ class FusedOptimizer:
 
     optimizer_class: type[torch.optim.Optimizer]
     kwargs: dict[str, Any]  # for the torch optimizer class (apply_optimizer_in_backward)
-    kernel_kwargs: dict[str, Any] = field(default_factory=dict)  # fbgemm-only settings
 
 
 def fused_table_optimizer(config: OptimizerConfig, device_type: str, where: str) -> FusedOptimizer:
     """The fused optimizer of one table. `where` is the config path, used in error messages."""
-    from fbgemm_gpu.tbe.config.optimizer_config import WeightDecayMode
     from torchrec.optim import RowWiseAdagrad
 
     algorithm = config.algorithm
@@ -122,17 +114,9 @@ def fused_table_optimizer(config: OptimizerConfig, device_type: str, where: str)
                 "set it to 0 or use adagrad/rowwise_adagrad"
             )
         return FusedOptimizer(torch.optim.SGD, {"lr": algorithm.lr})
-    if name == "adagrad" and algorithm.weight_decay:
-        raise ValueError(
-            f"{where}.adagrad.weight_decay: the fused Adagrad kernel has no weight decay; "
-            "use rowwise_adagrad for tables that need it"
-        )
     if name in ("adagrad", "rowwise_adagrad"):
-        kwargs = {"lr": algorithm.lr, "eps": algorithm.eps, "weight_decay": algorithm.weight_decay}
-        # fbgemm ignores weight_decay unless told how to apply it; L2 matches torch's Adagrad.
-        decay = {"weight_decay_mode": WeightDecayMode.L2} if algorithm.weight_decay else {}
         optimizer_class = torch.optim.Adagrad if name == "adagrad" else RowWiseAdagrad
-        return FusedOptimizer(optimizer_class, kwargs, decay)
+        return FusedOptimizer(optimizer_class, {"lr": algorithm.lr, "eps": algorithm.eps})
     if device_type != "cuda":
         raise ValueError(
             f"{where}.adam: fused Adam for embedding tables needs CUDA (the CPU fbgemm kernels "
@@ -150,9 +134,7 @@ def dense_optimizer_factory(config: OptimizerConfig, where: str) -> Any:
     if name == "sgd":
         return lambda params: torch.optim.SGD(params, lr=algorithm.lr, momentum=algorithm.momentum)
     if name == "adagrad":
-        return lambda params: torch.optim.Adagrad(
-            params, lr=algorithm.lr, eps=algorithm.eps, weight_decay=algorithm.weight_decay
-        )
+        return lambda params: torch.optim.Adagrad(params, lr=algorithm.lr, eps=algorithm.eps)
     if name == "adam":
         return lambda params: torch.optim.Adam(
             params, lr=algorithm.lr, betas=algorithm.betas, eps=algorithm.eps

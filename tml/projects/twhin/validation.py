@@ -84,7 +84,11 @@ class Validator:
             pipeline.attach(model)
         dist.all_reduce(sums)
         edges = float(sums[2].clamp(min=1))
-        return {"loss": float(sums[0]) / edges, "negatives_auc": float(sums[1]) / edges}
+        return {
+            "loss": float(sums[0]) / edges,
+            "negatives_auc": float(sums[1]) / edges,
+            "edges": int(sums[2]),
+        }
 
     def _ranking_pass(self, started: float) -> dict[str, float]:
         model = self.sharded.model

@@ -84,9 +84,6 @@ def shard_model(
         )
         weight = model.tables.embedding_bags[table.name].weight
         apply_optimizer_in_backward(fused.optimizer_class, [weight], dict(fused.kwargs))
-        # Settings only the fbgemm kernel knows ride along with the table's optimizer kwargs,
-        # which TorchRec merges into that table's fused params.
-        weight._optimizer_kwargs[0].update(fused.kernel_kwargs)
     # One TBE kernel per table, so each table's learning rate can follow its own schedule.
     sharder = TwhinSharder(fused_params={"use_one_tbe_per_table": True})
     constraints = {
