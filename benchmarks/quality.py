@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+
+from tml.projects.twhin.import_kg import default_training_settings
 
 REPO = Path(__file__).resolve().parents[1]
 KINSHIPS = REPO / "datasets" / "kinships"
@@ -52,7 +55,12 @@ def run_variant(base: dict, label: str, operator: str, comparator: str, out: Pat
     for relation in config["model"]["relations"]:
         relation["operator"] = operator
     config["model"]["comparator"] = comparator
+    # The importer's per-operator default (a reverse operator for all but translation).
+    config["model"]["reciprocal_relations"] = default_training_settings(1, 1, operator)[
+        "reciprocal_relations"
+    ]
     save_dir = out / operator / comparator
+    shutil.rmtree(save_dir, ignore_errors=True)  # a benchmark trains from scratch
     config_path = out / f"{operator}-{comparator}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

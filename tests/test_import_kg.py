@@ -216,6 +216,12 @@ def test_default_training_settings_scale_with_the_graph():
     assert big["translation_optimizer"] == big["table_optimizer"]
 
 
+def test_reciprocal_relations_default_to_on_except_for_translation():
+    assert not default_training_settings(100, 10)["reciprocal_relations"]
+    assert default_training_settings(100, 10, "diagonal")["reciprocal_relations"]
+    assert default_training_settings(100, 10, "complex_diagonal")["reciprocal_relations"]
+
+
 # -- streaming ----------------------------------------------------------------------------------
 
 

@@ -88,16 +88,42 @@ def test_every_score_is_the_operator_applied_to_lhs_dotted_with_rhs() -> None:
     assert set(rel[partners.numpy()]) == {1} and 0 not in partners.tolist()
     expected_rhs = ((users[1] + t) * tweets[rhs[partners]]).sum(-1)
     expected_lhs = ((users[lhs[partners]] + t) * tweets[7]).sum(-1)
-    in_batch = output["negative_scores"][0, :4]
-    torch.testing.assert_close(in_batch, torch.cat([expected_rhs, expected_lhs]))
+    # Layout per positive: rhs-corrupted (K in-batch, G uniform), then lhs-corrupted (K, G).
+    scores = output["negative_scores"][0]
+    torch.testing.assert_close(scores[:2], expected_rhs)
+    torch.testing.assert_close(scores[5:7], expected_lhs)
     # Uniform negatives of fav (the last relation) fill the last slots of each table: rhs ones
     # are compared with op(lhs), lhs ones go through the operator themselves.
     lookups = batch.lookups.to_dict()
     negative_tweets = lookups["tweet"].values()[-3:]
     negative_users = lookups["user"].values()[-3:]
-    uniform = output["negative_scores"][0, 4:]
-    torch.testing.assert_close(uniform[:3], ((users[1] + t) * tweets[negative_tweets]).sum(-1))
-    torch.testing.assert_close(uniform[3:], ((users[negative_users] + t) * tweets[7]).sum(-1))
+    torch.testing.assert_close(scores[2:5], ((users[1] + t) * tweets[negative_tweets]).sum(-1))
+    torch.testing.assert_close(scores[7:10], ((users[negative_users] + t) * tweets[7]).sum(-1))
+    # Without reciprocal relations every negative competes with the one forward score.
+    torch.testing.assert_close(
+        output["competing_scores"][0], output["positive_scores"][0].expand(10)
+    )
+
+
+def test_reciprocal_relations_score_lhs_corruptions_with_the_reverse_operator() -> None:
+    config = {**CONFIG, "model": {**CONFIG["model"], "reciprocal_relations": True}}
+    model = TwhinModel(TwhinConfig.model_validate(config).model, table_device=torch.device("cpu"))
+    _, builder = make_model_and_builder()
+    reverse = model.scorer.reverse_operators[1]
+    reverse.translation.data = torch.tensor([0.2, 0.1, -0.3, 0.4])
+    batch = builder.build(
+        np.array([1, 2]), np.array([1, 1]), np.array([7, 8]), np.random.default_rng(0)
+    )
+    _, output = model(batch)
+    users = model.tables.embedding_bags["user"].weight.detach()
+    tweets = model.tables.embedding_bags["tweet"].weight.detach()
+    rev = reverse.translation.detach()
+    negative_users = batch.lookups.to_dict()["user"].values()[-3:]
+    scores = output["negative_scores"][0]
+    torch.testing.assert_close(scores[7:10], (users[negative_users] * (tweets[7] + rev)).sum(-1))
+    torch.testing.assert_close(
+        output["competing_scores"][0, 7], (users[1] * (tweets[7] + rev)).sum()
+    )
 
 
 def test_training_separates_positives_from_negatives_and_moves_translations() -> None:

@@ -17,12 +17,13 @@ from tml.projects.twhin.ranking import KnownEdges, evaluate_ranking, realistic_r
 
 
 def scorer_for(
-    operator: str, comparator: str = "dot", dims: tuple[int, int] = (6, 6)
+    operator: str, comparator: str = "dot", dims: tuple[int, int] = (6, 6), reciprocal: bool = False
 ) -> EdgeScorer:
     config = TwhinConfig.model_validate({
         "model": {
             "translation_optimizer": {"sgd": {"lr": 0.1}},
             "comparator": comparator,
+            "reciprocal_relations": reciprocal,
             "embeddings": {"tables": [
                 {"name": "a", "num_embeddings": 9, "embedding_dim": dims[0],
                  "optimizer": {"sgd": {"lr": 0.1}}},
@@ -45,10 +46,14 @@ def scorer_for(
 
 
 @torch.no_grad()
-def score_edge(scorer: EdgeScorer, tables: dict, rel: int, head: int, tail: int) -> float:
+def score_edge(
+    scorer: EdgeScorer, tables: dict, rel: int, head: int, tail: int, predicting_head: bool
+) -> float:
     lhs_table, rhs_table = scorer.relations[rel]
-    transformed = scorer.operators[rel](tables[lhs_table][head])
-    return float(scorer.comparator.aligned(transformed, tables[rhs_table][tail]))
+    lhs, rhs = tables[lhs_table][head], tables[rhs_table][tail]
+    if predicting_head and scorer.reverse_operators is not None:
+        return float(scorer.comparator.aligned(lhs, scorer.reverse_operators[rel](rhs)))
+    return float(scorer.comparator.aligned(scorer.operators[rel](lhs), rhs))
 
 
 def brute_force(scorer, tables, edges, known_edges):
@@ -58,11 +63,12 @@ def brute_force(scorer, tables, edges, known_edges):
     for lhs, rel, rhs in edges.tolist():
         lhs_table, rhs_table = scorer.relations[rel]
 
-        def score(head: int, tail: int, rel: int = rel) -> float:
-            return score_edge(scorer, tables, rel, head, tail)
-
-        true = score(lhs, rhs)
         for side in ("tail", "head"):
+
+            def score(head: int, tail: int, rel: int = rel, side: str = side) -> float:
+                return score_edge(scorer, tables, rel, head, tail, side == "head")
+
+            true = score(lhs, rhs)
             size = len(tables[rhs_table] if side == "tail" else tables[lhs_table])
             better = tied = 0
             for candidate in range(size):
@@ -79,8 +85,9 @@ def brute_force(scorer, tables, edges, known_edges):
 
 @pytest.mark.parametrize("operator", ["translation", "diagonal", "complex_diagonal", "linear"])
 @pytest.mark.parametrize("comparator", ["dot", "cos", "l2"])
-def test_filtered_ranks_match_brute_force(operator: str, comparator: str) -> None:
-    scorer = scorer_for(operator, comparator)
+@pytest.mark.parametrize("reciprocal", [False, True])
+def test_filtered_ranks_match_brute_force(operator: str, comparator: str, reciprocal: bool) -> None:
+    scorer = scorer_for(operator, comparator, reciprocal=reciprocal)
     generator = torch.Generator().manual_seed(1)
     tables = {
         "a": torch.randn(9, 6, generator=generator),

@@ -3,7 +3,8 @@
     python -m tml.projects.twhin.export --save_dir D [--checkpoint step_N]
 
 writes `D/embeddings/<table>.parquet` (id int64, embedding fixed_size_list<float32>) and
-`D/embeddings/relations.parquet` (name, lhs, rhs, operator, parameters as JSON). It reads the
+`D/embeddings/relations.parquet` (name, lhs, rhs, operator, parameters as JSON; a reverse
+operator's parameters, with reciprocal relations, are prefixed `reverse.`). It reads the
 sharded checkpoint of any world size: DCP assembles full tables from the shards.
 """
 
@@ -99,12 +100,12 @@ def export(save_dir: str | Path, checkpoint: str | None = None) -> list[Path]:
         written.append(target)
     relations = []
     for index, relation in enumerate(config.model.relations):
-        prefix = f"scorer.operators.{index}."
-        parameters = {
-            key.removeprefix(prefix): value.tolist()
-            for key, value in dense.items()
-            if key.startswith(prefix)
-        }
+        parameters = {}
+        for kind, label in (("operators", ""), ("reverse_operators", "reverse.")):
+            prefix = f"scorer.{kind}.{index}."
+            for key, value in dense.items():
+                if key.startswith(prefix):
+                    parameters[label + key.removeprefix(prefix)] = value.tolist()
         relations.append(
             {
                 "name": relation.name,

@@ -109,7 +109,9 @@ class KgImportError(ValueError):
     """Input that cannot be imported; the message names the file and, for rows, the line."""
 
 
-def default_training_settings(num_train_edges: int, num_entities: int) -> dict[str, Any]:
+def default_training_settings(
+    num_train_edges: int, num_entities: int, operator: str = "translation"
+) -> dict[str, Any]:
     """Starting hyperparameters for an imported graph, the one place to tune them.
 
     Keys are config field names: training fields go to ``training``, data fields to both
@@ -142,6 +144,9 @@ def default_training_settings(num_train_edges: int, num_entities: int) -> dict[s
         "in_batch_negatives": 0,
         "loss": "softmax",
         "regularization": 0.02,
+        # A reverse operator for head prediction lifted DistMult from 0.50 to 0.63 and ComplEx
+        # from 0.81 to 0.82 on Kinships; it lowered TransE, so translation keeps one operator.
+        "reciprocal_relations": operator != "translation",
         "table_optimizer": optimizer,
         "translation_optimizer": optimizer,
         "num_epochs": num_epochs,
@@ -507,7 +512,7 @@ def _build_config(
     """The training config as a dict: tables and relations from the vocabulary, the rest from
     `default_training_settings`, routed to the section that owns each field."""
     num_entities = sum(len(names) for names in vocabulary.tables.values())
-    settings = default_training_settings(edges["train"], num_entities)
+    settings = default_training_settings(edges["train"], num_entities, operator)
     table_optimizer = _flow_blocks(settings.pop("table_optimizer"))
     training: dict[str, Any] = {"save_dir": f"runs/{out.name}"}
     data: dict[str, Any] = {}

@@ -172,8 +172,13 @@ def evaluate_ranking(
                 scores, rhs_ids, known.tails(relation, lhs) if known else None
             )
             totals.add(ranks, sampled_auc(scores, true, auc_negatives, generator))
-            # Heads: every op(lhs entity) against e_t (comparators are symmetric).
-            scores = _score_all(tails[rhs_ids], heads, scorer, operator)
+            # Heads: every op(lhs entity) against e_t (comparators are symmetric), or every lhs
+            # entity against rev(e_t) with reciprocal relations.
+            if scorer.reverse_operators is None:
+                scores = _score_all(tails[rhs_ids], heads, scorer, operator)
+            else:
+                reverse = scorer.reverse_operators[relation]
+                scores = _score_all(reverse(tails[rhs_ids]), heads, scorer, None)
             ranks, true = realistic_ranks(
                 scores, lhs_ids, known.heads(relation, rhs) if known else None
             )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
 import yaml
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
@@ -141,7 +143,14 @@ class TwhinTrainer:
                 self._warm_start(Path(initial))
             return 0, 0, 0
         state = self._state()
-        saved = self.checkpoints.load(latest, state)
+        try:
+            saved = self.checkpoints.load(latest, state)
+        except Exception as exc:  # DCP reports a mismatch as a long multi-rank traceback
+            first_line = str(exc).strip().splitlines()[-1][:300]
+            raise ValueError(
+                f"cannot resume from {latest}: it does not fit this config's model "
+                f"({first_line}); use a new --save_dir or the config that wrote it"
+            ) from None
         self.sharded.model.load_state_dict(state["model"])
         self.sharded.optimizer.load_state_dict(state["optim"])
         step = saved["step"]
@@ -168,8 +177,6 @@ class TwhinTrainer:
 
     def _warm_start(self, path: Path) -> None:
         """Table weights and relation parameters only; the optimizer state starts fresh."""
-        import torch.distributed.checkpoint as dcp
-
         state = {"model": self.sharded.model.state_dict()}
         try:
             dcp.load(state, checkpoint_id=str(path))
@@ -255,8 +262,6 @@ class TwhinTrainer:
 
 def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
     """Train, then (rank 0) export the final embeddings and say where everything is."""
-    import time
-
     started = time.perf_counter()
     trainer = TwhinTrainer(run, ctx)
     if ctx.is_chief:

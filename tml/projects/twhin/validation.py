@@ -25,7 +25,7 @@ from tml.projects.twhin.models.sharding import ShardedTwhin, dense_state, gather
 
 def sampled_auc_sums(output: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum over real positives of their per-positive AUC, number of real positives)."""
-    positive = output["positive_scores"].unsqueeze(1)
+    positive = output["competing_scores"]
     negative, mask = output["negative_scores"], output["negative_mask"].float()
     wins = ((positive > negative).float() + 0.5 * (positive == negative).float()) * mask
     per_positive = wins.sum(1) / mask.sum(1).clamp(min=1)

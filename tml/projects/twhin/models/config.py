@@ -123,6 +123,12 @@ class TwhinModelConfig(BaseConfig):
         description=f"Loss over each positive's and its negatives' scores: {', '.join(LOSSES)} "
         "(logistic is TwHIN's, softmax PBG's, ranking a margin loss).",
     )
+    reciprocal_relations: bool = pydantic.Field(
+        False,
+        description="Give each relation a second, reverse operator used whenever the lhs is "
+        "predicted (lhs-corrupted negatives in training, head ranking in evaluation), as "
+        "PyTorch-BigGraph does. Lifts symmetric operators (diagonal) on directed graphs.",
+    )
     regularization: pydantic.NonNegativeFloat = pydantic.Field(
         0.0,
         description="Weight of an N3 penalty (sum of |x|^3) on the embeddings of each positive "

@@ -105,13 +105,15 @@ def shard_model(
     initialize_tables(sharded, config, seed)
 
     dense_parameters = dict(in_backward_optimizer_filter(sharded.named_parameters()))
-    relations_optimizer = KeyedOptimizerWrapper(
-        dense_parameters,
-        dense_optimizer_factory(config.translation_optimizer, "model.translation_optimizer"),
-    )
-    optimizer = CombinedOptimizer(
-        [("tables", sharded.fused_optimizer), (RELATIONS_GROUP, relations_optimizer)]
-    )
+    optimizers = [("tables", sharded.fused_optimizer)]
+    relations_optimizer = None
+    if dense_parameters:  # e.g. the identity operator has no parameters to optimize
+        relations_optimizer = KeyedOptimizerWrapper(
+            dense_parameters,
+            dense_optimizer_factory(config.translation_optimizer, "model.translation_optimizer"),
+        )
+        optimizers.append((RELATIONS_GROUP, relations_optimizer))
+    optimizer = CombinedOptimizer(optimizers)
     schedules = {table.name: table.optimizer.schedule() for table in config.embeddings.tables}
     schedules[RELATIONS_GROUP] = config.translation_optimizer.schedule()
     return ShardedTwhin(
@@ -138,7 +140,8 @@ def _named_param_groups(
         if len(tables) != 1:
             raise RuntimeError(f"expected one table per fused optimizer group, got {tables}")
         groups.append((tables.pop(), group))
-    groups += [(RELATIONS_GROUP, group) for group in relations_optimizer.param_groups]
+    if relations_optimizer is not None:
+        groups += [(RELATIONS_GROUP, group) for group in relations_optimizer.param_groups]
     return groups
 
 
