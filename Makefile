@@ -81,8 +81,8 @@ run-kinships: setup import-kinships  ## train configs/kinships.yaml (ComplEx) an
 		--save_dir=runs/kinships
 	$(PY) -m tml.projects.twhin.evaluate --save_dir=runs/kinships --split test
 
-bench-quality: setup import-kinships  ## train every operator on Kinships; table of test MRR, Hits, speed
-	$(PY) benchmarks/quality.py --data $(KINSHIPS_DIR)
+bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hits, speed
+	$(PY) benchmarks/quality.py
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

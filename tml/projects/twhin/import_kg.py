@@ -128,15 +128,18 @@ def default_training_settings(
     # Picked on Kinships' validation split (see README, "Quality"): a short warm-up, then a
     # cosine decay to 1/50 of the peak keeps the fast early progress of a high rate without
     # the overfitting that follows it.
+    # Translation (with the l2 comparator: TransE) preferred a lower rate on Kinships'
+    # validation split (MRR 0.29 at 0.05 against 0.26 at 0.2).
+    peak = 0.05 if operator == "translation" else 0.2
     schedule = {
         "linear_ramp_to_cosine": {
-            "learning_rate": 0.2,
-            "final_learning_rate": 0.004,
+            "learning_rate": peak,
+            "final_learning_rate": peak / 50,
             "num_ramp_steps": steps_per_epoch,
             "final_num_steps": max(total_steps, steps_per_epoch + 1),
         }
     }
-    optimizer = {"adagrad": {"lr": 0.2}, "learning_rate": schedule}
+    optimizer = {"adagrad": {"lr": peak}, "learning_rate": schedule}
     return {
         "per_replica_batch_size": batch_size,
         # Uniform negatives scored by one matrix product; more than the entities would repeat.
