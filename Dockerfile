@@ -12,10 +12,12 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# TensorBoard alone, for `docker compose --profile tensorboard up`: no torch in it.
+# TensorBoard alone, for `docker compose --profile tensorboard up`: no torch in it; its pin is
+# requirements.txt's.
 FROM ${PYTHON_IMAGE} AS tensorboard
-ARG TENSORBOARD_VERSION=2.21.0
-RUN pip install --no-cache-dir --disable-pip-version-check "tensorboard==${TENSORBOARD_VERSION}" \
+RUN --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt \
+    pip install --no-cache-dir --disable-pip-version-check \
+        "$(grep '^tensorboard==' /tmp/requirements.txt)" \
     && useradd --uid 1000 --create-home tml
 USER 1000:1000
 EXPOSE 6006

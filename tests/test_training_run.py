@@ -62,6 +62,7 @@ def test_run_leaves_checkpoints_metrics_and_embeddings(trained_run: Path) -> Non
     validation = [r for r in records if r.get("split") == "validation"]
     assert len(validation) >= 2 and validation[-1]["auc"] > 0.8
     assert validation[-1]["loss"] < validation[0]["loss"]
+    assert len(list((trained_run / "tensorboard").glob("events.out.tfevents.*"))) == 1, "rank 0"
     for table, rows in (("user", 2000), ("tweet", 3000), ("advertiser", 100)):
         schema = pq.read_schema(trained_run / "embeddings" / f"{table}.parquet")
         assert str(schema.field("id").type) == "int64"

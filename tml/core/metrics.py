@@ -1,4 +1,5 @@
-"""Metric records for people and machines: one log line and one JSON line per event (rank 0)."""
+"""Metric records for people and machines: one log line, one JSON line and TensorBoard scalars per
+event (rank 0)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger("tml")
 
@@ -22,11 +26,17 @@ def format_duration(seconds: float) -> str:
 
 
 class MetricsWriter:
-    """Appends JSON records to `<save_dir>/metrics.jsonl` and logs them readably; rank 0 only."""
+    """Appends JSON records to `<save_dir>/metrics.jsonl`, logs them readably and mirrors their
+    numbers to TensorBoard event files in `<save_dir>/tensorboard/`; rank 0 only.
+
+    The SummaryWriter is created on the first write, so ranks that never write (and runs that
+    end before logging anything) leave no empty event files behind.
+    """
 
     def __init__(self, path: str | Path, enabled: bool) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self._tensorboard: SummaryWriter | None = None
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -35,6 +45,36 @@ class MetricsWriter:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         log.info(_describe(record))
+        self._write_scalars(record)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+    def _write_scalars(self, record: dict[str, Any]) -> None:
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter  # only rank 0 needs it
+
+            self._tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
+        # time and step are TensorBoard's x-axes, not series.
+        numbers = {k: v for k, v in record.items() if k not in ("time", "step")}
+        for tag, value in _scalars(numbers, record.get("split", "train")):
+            self._tensorboard.add_scalar(tag, value, record["step"], walltime=record["time"])
+        # Records come every train_log_every_n steps at most: flush so TensorBoard shows them now.
+        self._tensorboard.flush()
+
+
+def _scalars(values: dict[str, Any], prefix: str) -> list[tuple[str, float]]:
+    """`prefix/key` for every number in `values`, nested dicts as `prefix/key/name`; strings
+    (the split) and bools (flags, not series) are left out."""
+    scalars = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            scalars += _scalars(value, f"{prefix}/{key}")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            scalars.append((f"{prefix}/{key}", value))
+    return scalars
 
 
 def _describe(record: dict[str, Any]) -> str:

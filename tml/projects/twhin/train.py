@@ -268,7 +268,10 @@ def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
         run.save_dir.mkdir(parents=True, exist_ok=True)
         config_copy = run.config.model_dump(mode="json", exclude_none=True)
         (run.save_dir / CONFIG_COPY).write_text(yaml.safe_dump(config_copy, sort_keys=False))
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.metrics.close()  # flushes and closes the TensorBoard event file
     del trainer  # frees DMP before teardown (shared/stack.md §4)
     if ctx.is_chief:
         files = export(run.save_dir)
