@@ -216,11 +216,6 @@ def test_default_training_settings_scale_with_the_graph():
     assert big["translation_optimizer"] == big["table_optimizer"]
 
 
-def test_translation_defaults_to_a_lower_learning_rate():
-    rate = default_training_settings(100, 10)["table_optimizer"]["adagrad"]["lr"]
-    assert rate < default_training_settings(100, 10, "diagonal")["table_optimizer"]["adagrad"]["lr"]
-
-
 def test_reciprocal_relations_default_to_on_except_for_translation():
     assert not default_training_settings(100, 10)["reciprocal_relations"]
     assert default_training_settings(100, 10, "diagonal")["reciprocal_relations"]

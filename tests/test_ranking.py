@@ -84,7 +84,7 @@ def brute_force(scorer, tables, edges, known_edges):
 
 
 @pytest.mark.parametrize("operator", ["translation", "diagonal", "complex_diagonal", "linear"])
-@pytest.mark.parametrize("comparator", ["dot", "cos", "l2"])
+@pytest.mark.parametrize("comparator", ["dot", "cos", "l2", "l1"])
 @pytest.mark.parametrize("reciprocal", [False, True])
 def test_filtered_ranks_match_brute_force(operator: str, comparator: str, reciprocal: bool) -> None:
     scorer = scorer_for(operator, comparator, reciprocal=reciprocal)
@@ -177,6 +177,7 @@ def test_comparators_follow_their_formulas_and_all_pairs_agrees_with_aligned() -
         "dot": lambda x, y: (x * y).sum(-1),
         "cos": lambda x, y: (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)),
         "l2": lambda x, y: -(x - y).norm(dim=-1),
+        "l1": lambda x, y: -(x - y).abs().sum(-1),
     }
     for name, formula in formulas.items():
         comparator = COMPARATORS[name]()

@@ -128,9 +128,7 @@ def default_training_settings(
     # Picked on Kinships' validation split (see README, "Quality"): a short warm-up, then a
     # cosine decay to 1/50 of the peak keeps the fast early progress of a high rate without
     # the overfitting that follows it.
-    # Translation (with the l2 comparator: TransE) preferred a lower rate on Kinships'
-    # validation split (MRR 0.29 at 0.05 against 0.26 at 0.2).
-    peak = 0.05 if operator == "translation" else 0.2
+    peak = 0.2
     schedule = {
         "linear_ramp_to_cosine": {
             "learning_rate": peak,

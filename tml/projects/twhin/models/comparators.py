@@ -71,3 +71,14 @@ class NegativeDistance(Comparator):
             lhs.pow(2).sum(-1, keepdim=True) + rhs.pow(2).sum(-1).unsqueeze(0) - 2 * lhs @ rhs.T
         )
         return -squared.clamp(min=1e-12).sqrt()
+
+
+@register_comparator("l1")
+class NegativeManhattan(Comparator):
+    """-|a - b|_1: TransE with the L1 norm (PyKEEN's TransE default)."""
+
+    def aligned(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return -(lhs - rhs).abs().sum(-1)
+
+    def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return -torch.cdist(lhs, rhs, p=1)

@@ -116,7 +116,7 @@ class TwhinModelConfig(BaseConfig):
     comparator: str = pydantic.Field(
         "dot",
         description="How op(lhs) and rhs embeddings become a score: "
-        f"{', '.join(COMPARATORS)} (dot is TwHIN's; l2 is the negative distance of TransE).",
+        f"{', '.join(COMPARATORS)} (dot is TwHIN's; l1 and l2 are TransE's negative distances).",
     )
     loss: str = pydantic.Field(
         "logistic",
