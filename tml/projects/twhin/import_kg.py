@@ -646,8 +646,10 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
 
 
 def _check_arguments(operator: str, dim: int, delimiter: str, block_size: int) -> None:
-    if operator not in OPERATORS:
-        raise KgImportError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
+    try:
+        OPERATORS.check(operator)
+    except ValueError as exc:
+        raise KgImportError(str(exc)) from None
     if dim < 1:
         raise KgImportError(f"dim must be >= 1, got {dim}")
     problem = OPERATORS[operator].dimension_problem(dim, dim)

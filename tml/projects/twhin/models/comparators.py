@@ -7,22 +7,13 @@ Comparators are symmetric. Registered by name; adding one is one class with `@re
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.nn import functional as F
 
-COMPARATORS: dict[str, type[Comparator]] = {}
+from tml.core.registry import Registry
 
-
-def register_comparator(name: str) -> Callable[[type[Comparator]], type[Comparator]]:
-    """Class decorator adding a comparator to `COMPARATORS` under `name`."""
-
-    def register(cls: type[Comparator]) -> type[Comparator]:
-        COMPARATORS[name] = cls
-        return cls
-
-    return register
+COMPARATORS = Registry("comparator")
+register_comparator = COMPARATORS.register
 
 
 class Comparator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 import pydantic
 
@@ -89,18 +90,11 @@ class RelationConfig(BaseConfig):
     name: str = pydantic.Field(description="Relation name, e.g. fav.")
     lhs: str = pydantic.Field(description="Table of the edge's source entity.")
     rhs: str = pydantic.Field(description="Table of the edge's target entity.")
-    operator: str = pydantic.Field(
+    operator: Annotated[str, pydantic.AfterValidator(OPERATORS.check)] = pydantic.Field(
         "translation",
         description="Transformation of the lhs embedding before the dot product with rhs. "
         f"One of: {', '.join(OPERATORS)}.",
     )
-
-    @pydantic.field_validator("operator")
-    @classmethod
-    def _known_operator(cls, value: str) -> str:
-        if value not in OPERATORS:
-            raise ValueError(f"unknown operator {value!r}; choose one of {', '.join(OPERATORS)}")
-        return value
 
 
 class TwhinModelConfig(BaseConfig):
@@ -113,12 +107,12 @@ class TwhinModelConfig(BaseConfig):
     translation_optimizer: OptimizerConfig = pydantic.Field(
         description="Optimizer (and schedule) of the relation operators' parameters."
     )
-    comparator: str = pydantic.Field(
+    comparator: Annotated[str, pydantic.AfterValidator(COMPARATORS.check)] = pydantic.Field(
         "dot",
         description="How op(lhs) and rhs embeddings become a score: "
         f"{', '.join(COMPARATORS)} (dot is TwHIN's; l1 and l2 are TransE's negative distances).",
     )
-    loss: str = pydantic.Field(
+    loss: Annotated[str, pydantic.AfterValidator(LOSSES.check)] = pydantic.Field(
         "logistic",
         description=f"Loss over each positive's and its negatives' scores: {', '.join(LOSSES)} "
         "(logistic is TwHIN's, softmax PBG's, ranking a margin loss).",
@@ -138,22 +132,6 @@ class TwhinModelConfig(BaseConfig):
     margin: pydantic.NonNegativeFloat = pydantic.Field(
         0.1, description="Margin of the ranking loss (ignored by the other losses)."
     )
-
-    @pydantic.field_validator("loss")
-    @classmethod
-    def _known_loss(cls, value: str) -> str:
-        if value not in LOSSES:
-            raise ValueError(f"unknown loss {value!r}; choose one of {', '.join(LOSSES)}")
-        return value
-
-    @pydantic.field_validator("comparator")
-    @classmethod
-    def _known_comparator(cls, value: str) -> str:
-        if value not in COMPARATORS:
-            raise ValueError(
-                f"unknown comparator {value!r}; choose one of {', '.join(COMPARATORS)}"
-            )
-        return value
 
     @pydantic.model_validator(mode="after")
     def _relations_fit_tables(self) -> TwhinModelConfig:

@@ -7,22 +7,13 @@ name so the config picks one; adding a loss is one class with `@register_loss`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.nn import functional as F
 
-LOSSES: dict[str, type[Loss]] = {}
+from tml.core.registry import Registry
 
-
-def register_loss(name: str) -> Callable[[type[Loss]], type[Loss]]:
-    """Class decorator adding a loss to `LOSSES` under `name`."""
-
-    def register(cls: type[Loss]) -> type[Loss]:
-        LOSSES[name] = cls
-        return cls
-
-    return register
+LOSSES = Registry("loss")
+register_loss = LOSSES.register
 
 
 class Loss:

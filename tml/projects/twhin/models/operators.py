@@ -9,24 +9,15 @@ Operators work on any leading shape `(..., lhs_dim) -> (..., rhs_dim)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-OPERATORS: dict[str, type[RelationOperator]] = {}
+from tml.core.registry import Registry
 
-
-def register_operator(name: str) -> Callable[[type[RelationOperator]], type[RelationOperator]]:
-    """Class decorator adding an operator to `OPERATORS` under `name`."""
-
-    def register(cls: type[RelationOperator]) -> type[RelationOperator]:
-        cls.name = name
-        OPERATORS[name] = cls
-        return cls
-
-    return register
+OPERATORS = Registry("operator")
+register_operator = OPERATORS.register
 
 
 class RelationOperator(nn.Module):
