@@ -104,6 +104,18 @@ def realistic_ranks(
     return 1.0 + better + 0.5 * tied, true_scores
 
 
+def auc_per_row(
+    positive: torch.Tensor, negative: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Per row: the share of valid negatives scoring below the positive, ties counting half.
+
+    `positive` broadcasts against `negative` (n, m), e.g. (n, 1).
+    """
+    wins = (positive > negative).float() + 0.5 * (positive == negative).float()
+    valid = valid.float()
+    return (wins * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
 def sampled_auc(
     scores: torch.Tensor, true_scores: torch.Tensor, negatives: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -111,10 +123,7 @@ def sampled_auc(
     columns = torch.randint(scores.shape[1], (len(true_scores), negatives), generator=generator)
     drawn = scores.gather(1, columns)
     valid = drawn > float("-inf")  # the true entity and filtered ones are not negatives
-    wins = (true_scores.unsqueeze(1) > drawn).float() + 0.5 * (
-        true_scores.unsqueeze(1) == drawn
-    ).float()
-    return (wins * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return auc_per_row(true_scores.unsqueeze(1), drawn, valid)
 
 
 def _score_all(

@@ -21,14 +21,14 @@ from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.reader import EdgeDataset
 from tml.projects.twhin.evaluate import RankingEvaluator, scorer_with_state
 from tml.projects.twhin.models.sharding import ShardedTwhin, dense_state, gather_tables
+from tml.projects.twhin.ranking import auc_per_row
 
 
 def sampled_auc_sums(output: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum over real positives of their per-positive AUC, number of real positives)."""
-    positive = output["competing_scores"]
-    negative, mask = output["negative_scores"], output["negative_mask"].float()
-    wins = ((positive > negative).float() + 0.5 * (positive == negative).float()) * mask
-    per_positive = wins.sum(1) / mask.sum(1).clamp(min=1)
+    per_positive = auc_per_row(
+        output["competing_scores"], output["negative_scores"], output["negative_mask"]
+    )
     weight = output["weight"]
     return (per_positive * weight).sum(), weight.sum()
 

@@ -122,7 +122,7 @@ class EdgeScorer(nn.Module):
         lhs_op = operator(lhs)
         positive = compare.aligned(lhs_op, rhs)
         # Corrupted rhs: (n, k) in-batch partners' rhs and (G,) uniform ones, against op(lhs).
-        rhs_side, lhs_side, rhs_mask, lhs_mask = [], [], [], []
+        rhs_side, lhs_side, rhs_mask = [], [], []
         partner = batch.in_batch_partner[rows]
         first = 2 * size + 2 * num_global * index
         lhs_negatives = lhs_all[first : first + num_global]
@@ -147,18 +147,15 @@ class EdgeScorer(nn.Module):
                 lhs_side.append(compare.aligned(lhs_all[partner], rhs_rev.unsqueeze(1)))
             if num_global:
                 lhs_side.append(compare.all_pairs(rhs_rev, lhs_negatives))
-        lhs_mask = rhs_mask  # the same partners and counts on both sides
         negative_rhs, negative_lhs = torch.cat(rhs_side, 1), torch.cat(lhs_side, 1)
-        mask_rhs, mask_lhs = torch.cat(rhs_mask, 1), torch.cat(lhs_mask, 1)
+        mask_rhs = torch.cat(rhs_mask, 1)  # the same partners and counts on the lhs side
+        negative = torch.cat([negative_rhs, negative_lhs], 1)
+        mask = torch.cat([mask_rhs, mask_rhs], 1)
         if self.reverse_operators is None:
-            loss = self.loss_function(
-                positive,
-                torch.cat([negative_rhs, negative_lhs], 1),
-                torch.cat([mask_rhs, mask_lhs], 1),
-            )
+            loss = self.loss_function(positive, negative, mask)
         else:
             loss = self.loss_function(positive, negative_rhs, mask_rhs) + self.loss_function(
-                reverse_positive, negative_lhs, mask_lhs
+                reverse_positive, negative_lhs, mask_rhs
             )
         if self.regularization:
             loss = loss + self.regularization * (
@@ -175,9 +172,9 @@ class EdgeScorer(nn.Module):
             rows=rows,
             loss=loss,
             positive=positive,
-            negative=torch.cat([negative_rhs, negative_lhs], 1),
+            negative=negative,
             competing=competing,
-            mask=torch.cat([mask_rhs, mask_lhs], 1),
+            mask=mask,
         )
 
 
