@@ -17,7 +17,7 @@ IMAGE_CPU ?= tml-twhin:cpu
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
 
 .PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \
-	bench-quality
+	bench-quality bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -83,6 +83,10 @@ run-kinships: setup import-kinships  ## train configs/kinships.yaml (ComplEx) an
 
 bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hits, speed
 	$(PY) benchmarks/quality.py
+
+BENCH_ARGS ?=
+bench: setup  ## edges/s vs PyTorch-BigGraph on 1M entities/5M edges, 1 and 2 ranks (BENCH_ARGS)
+	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

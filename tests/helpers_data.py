@@ -167,6 +167,16 @@ def real_edges(batch: EdgeBatch) -> np.ndarray:
     return np.stack([lhs[real], batch.relation.numpy()[real], rhs[real]], axis=1)
 
 
+def as_batched(edges: np.ndarray, batch_size: int) -> np.ndarray:
+    """`edges` (in reading order) as a one-rank epoch yields them: within each batch of
+    `batch_size`, grouped by relation with their order kept (the batch builder's layout)."""
+    parts = [
+        part[np.argsort(part[:, 1], kind="stable")]
+        for part in np.split(edges, range(batch_size, len(edges), batch_size))
+    ]
+    return np.concatenate(parts) if parts else edges
+
+
 def epoch_edges(ds: EdgeDataset, epoch: int = 0) -> np.ndarray:
     """All real positives of one epoch on one rank, in order."""
     parts = [real_edges(batch) for batch in ds.batches(epoch)]
@@ -181,8 +191,7 @@ def batch_tensors(batch: EdgeBatch) -> dict[str, torch.Tensor]:
         "lengths": batch.lookups.lengths(),
         "relation": batch.relation,
         "weight": batch.weight,
-        "in_batch_partner": batch.in_batch_partner,
-        "in_batch_mask": batch.in_batch_mask,
+        "relation_offsets": torch.tensor(batch.relation_offsets),
     }
 
 

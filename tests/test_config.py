@@ -21,6 +21,7 @@ import yaml
 from tml.core.config import ConfigError, load_config
 from tml.core.optimizers import OptimizerConfig, dense_optimizer_factory, fused_table_optimizer
 from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.models.sharding import check_compute_kernels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -598,3 +599,28 @@ def test_cli_save_dir_url_is_one_error_line_naming_save_dir(
     (line,) = _error_lines(stderr)
     assert "save_dir" in line
     assert "gs://bucket/run" in line
+
+
+# -- UVM compute kernels (tables larger than GPU memory) --------------------------------------
+
+
+def test_cache_load_factor_without_the_caching_kernel_names_the_field(tmp_path):
+    raw = edited(lambda c: c["model"]["embeddings"]["tables"][0].update(cache_load_factor=0.3))
+    message = load_error(tmp_path, raw)
+    assert "model.embeddings.tables[0]" in message and "cache_load_factor" in message
+    assert "fused_uvm_caching" in message
+
+
+def test_uvm_kernels_are_accepted_by_the_config_and_refused_on_cpu():
+    raw = edited(
+        lambda c: c["model"]["embeddings"]["tables"][1].update(
+            compute_kernel="fused_uvm_caching", cache_load_factor=0.3
+        )
+    )
+    config = TwhinConfig.model_validate(raw)
+    check_compute_kernels(config.model, "cuda")  # a GPU run takes it to the planner
+    with pytest.raises(ValueError) as error:
+        check_compute_kernels(config.model, "cpu")
+    assert str(error.value).startswith(
+        "model.embeddings.tables[1].compute_kernel: fused_uvm_caching needs a CUDA device"
+    )

@@ -19,6 +19,7 @@ from helpers_data import (
     ROW_GROUP_SIZE,
     TABLE_NAMES,
     TABLES,
+    as_batched,
     assert_same_batches,
     config_dict,
     dataset,
@@ -103,10 +104,8 @@ def test_every_rank_runs_steps_per_epoch_batches_and_padding_has_weight_zero(
             real = int(weight.sum())
             # real positives first, padding after them
             np.testing.assert_array_equal(weight, [1.0] * real + [0.0] * (batch_size - real))
-            # padding never acts as an in-batch partner, nor gets one
-            assert not batch.in_batch_mask.numpy()[real:].any()
-            partners = batch.in_batch_partner.numpy()[:real][batch.in_batch_mask.numpy()[:real]]
-            assert (partners < real).all()
+            # the relation offsets cover the real positives only, so padding is never scored
+            assert batch.relation_offsets[-1] == real
             assert batch.num_real_edges == real
         seen.append(np.concatenate([real_edges(b) for b in batches]))
     np.testing.assert_array_equal(sorted_rows(np.concatenate(seen)), edges)
@@ -164,8 +163,9 @@ def test_shuffle_false_keeps_the_global_order_in_contiguous_rank_spans(edges_roo
     config = make_config(root)
     rank0 = epoch_edges(dataset(config, rank=0, world_size=2, shuffle=False), 0)
     rank1 = epoch_edges(dataset(config, rank=1, world_size=2, shuffle=False), 3)
-    np.testing.assert_array_equal(rank0, edges[:49])
-    np.testing.assert_array_equal(rank1, edges[49:])
+    size = config.train_data.per_replica_batch_size
+    np.testing.assert_array_equal(rank0, as_batched(edges[:49], size))
+    np.testing.assert_array_equal(rank1, as_batched(edges[49:], size))
 
 
 # -- selecting rows ---------------------------------------------------------------------------
@@ -188,7 +188,8 @@ def test_limit_and_offset_select_rows_of_the_global_order(edges_root, offset, li
 
     ds = dataset(config, shuffle=False)
     assert ds.num_edges == len(expected)
-    np.testing.assert_array_equal(epoch_edges(ds), expected)
+    size = config.train_data.per_replica_batch_size
+    np.testing.assert_array_equal(epoch_edges(ds), as_batched(expected, size))
 
     shuffled = [epoch_edges(dataset(config, rank=r, world_size=2), 0) for r in range(2)]
     np.testing.assert_array_equal(sorted_rows(np.concatenate(shuffled)), expected)
@@ -224,7 +225,8 @@ def test_data_root_may_be_a_directory_a_glob_or_a_file(edges_root, form):
     }[form]
     ds = dataset(make_config(data_root), shuffle=False)
     expected = edges[30:70] if form == "file" else edges
-    np.testing.assert_array_equal(epoch_edges(ds), expected)
+    size = ds.config.per_replica_batch_size
+    np.testing.assert_array_equal(epoch_edges(ds), as_batched(expected, size))
 
 
 # -- batch contents ---------------------------------------------------------------------------
@@ -274,43 +276,18 @@ def test_global_negatives_come_from_the_relations_tables_in_their_slots(edges_ro
     assert max(ad_ids) < TABLES["ad"]
 
 
-def test_in_batch_partners_share_the_relation_and_are_never_the_positive_itself(edges_root):
-    root, _ = edges_root
-    config = make_config(root, per_replica_batch_size=16, in_batch_negatives=4)
-    checked = 0
-    for epoch in range(2):
-        for batch in dataset(config).batches(epoch):
-            relation = batch.relation.numpy()
-            partner = batch.in_batch_partner.numpy()
-            mask = batch.in_batch_mask.numpy()
-            real = int(batch.weight.sum())
-            assert partner.shape == mask.shape == (16, 4)
-            for i in range(real):
-                group = int((relation[:real] == relation[i]).sum())
-                # the mask is False exactly when i is its relation's only positive in the batch
-                assert mask[i].all() == (group > 1)
-                assert mask[i].any() == (group > 1)
-                for j in partner[i][mask[i]]:
-                    assert j != i
-                    assert j < real
-                    assert relation[j] == relation[i]
-                    checked += 1
-    assert checked > 100
-
-
-def test_a_relation_with_a_single_positive_has_no_in_batch_partner(tmp_path):
+def test_positives_are_grouped_by_relation_and_keep_their_order_within_it(tmp_path):
     edges = np.asarray(
-        [[0, 0, 5], [1, 0, 6], [2, 1, 7], [3, 0, 8], [4, 2, 9], [5, 2, 10]], dtype=np.int64
+        [[0, 0, 5], [1, 2, 6], [2, 1, 7], [3, 0, 8], [4, 2, 9], [5, 2, 10]], dtype=np.int64
     )
     write_edges(tmp_path / "e.parquet", edges)
     config = make_config(tmp_path, per_replica_batch_size=8, in_batch_negatives=3)
     (batch,) = list(dataset(config, shuffle=False).batches(0))
-    mask = batch.in_batch_mask.numpy()
-    partner = batch.in_batch_partner.numpy()
-    assert not mask[2].any()  # the only `fav` edge
-    assert mask[[0, 1, 3, 4, 5]].all()
-    assert set(partner[0]) <= {1, 3} and set(partner[3]) <= {0, 1}
-    assert set(partner[4]) == {5} and set(partner[5]) == {4}
+    # relation 0: rows 0, 3; relation 1: row 2; relation 2: rows 1, 4, 5 (stable order)
+    np.testing.assert_array_equal(real_edges(batch), edges[[0, 3, 2, 1, 4, 5]])
+    assert batch.relation_offsets == (0, 2, 3, 6, 6)  # relation 3 has no positive
+    assert batch.in_batch_negatives == 3
+    assert batch.relation.numpy().tolist() == [0, 0, 1, 2, 2, 2, 3, 3]  # padding: the last
 
 
 def test_int32_columns_are_accepted(tmp_path):
@@ -321,7 +298,9 @@ def test_int32_columns_are_accepted(tmp_path):
         types={"lhs": pa.int32(), "rel": pa.int8(), "rhs": pa.uint32()},
     )
     ds = dataset(make_config(tmp_path), shuffle=False)
-    np.testing.assert_array_equal(epoch_edges(ds), edges)
+    np.testing.assert_array_equal(
+        epoch_edges(ds), as_batched(edges, ds.config.per_replica_batch_size)
+    )
 
 
 # -- bad data ---------------------------------------------------------------------------------

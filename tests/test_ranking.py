@@ -190,15 +190,15 @@ def test_comparators_follow_their_formulas_and_all_pairs_agrees_with_aligned() -
 
 def test_softmax_and_ranking_losses_follow_their_formulas() -> None:
     positive = torch.tensor([1.0, -0.5])
-    negative = torch.tensor([[0.0, 2.0, 9.0], [-1.0, 0.5, 9.0]])
-    mask = torch.tensor([[True, True, False], [True, True, False]])
-    softmax = LOSSES["softmax"]()(positive, negative, mask)
+    no = float("-inf")  # a slot without a negative
+    negative = torch.tensor([[0.0, 2.0, no], [-1.0, 0.5, no]])
+    softmax = LOSSES["softmax"]()(positive, negative)
     expected = torch.stack([
         -positive[i] + torch.logsumexp(torch.cat([positive[i : i + 1], negative[i, :2]]), 0)
         for i in range(2)
     ])  # fmt: skip
     torch.testing.assert_close(softmax, expected)
-    ranking = LOSSES["ranking"](margin=1.0)(positive, negative, mask)
+    ranking = LOSSES["ranking"](margin=1.0)(positive, negative)
     hinge = (1.0 - positive.unsqueeze(1) + negative[:, :2]).clamp(min=0).mean(1)
     torch.testing.assert_close(ranking, hinge)
     assert math.isfinite(float(softmax.sum()))

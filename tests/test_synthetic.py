@@ -329,3 +329,20 @@ def test_cli_help_lists_flags() -> None:
     assert proc.returncode == 0
     for flag in ("--out", "--seed", "--num-edges", "--relation-mix", "--overwrite"):
         assert flag in proc.stdout
+
+
+def test_homogeneous_schema_has_one_table_and_four_relations_on_it(tmp_path: Path) -> None:
+    graph = generate(
+        str(tmp_path / "g"), schema="homogeneous", num_entities=500, num_edges=4000,
+        validation_fraction=0.01,
+    )  # fmt: skip
+    assert graph["tables"] == {"entity": 500}
+    assert [(r["lhs"], r["rhs"]) for r in graph["relations"]] == [("entity", "entity")] * 4
+    train = _read_split(tmp_path / "g", "train")
+    rel = train.column("rel").to_numpy()
+    share = np.bincount(rel, minlength=4) / len(rel)
+    np.testing.assert_allclose(share, [0.5, 0.3, 0.15, 0.05], atol=0.03)
+    for side in ("lhs", "rhs"):
+        ids = train.column(side).to_numpy()
+        assert ids.min() >= 0 and ids.max() < 500
+    assert (train.column("lhs").to_numpy() != train.column("rhs").to_numpy()).all()

@@ -30,6 +30,7 @@ def trained_run(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """Three epochs of configs/local.yaml (test-sized) on 2 ranks, with validation."""
     tmp = tmp_path_factory.mktemp("trained")
     config = small_config(small_graph, num_epochs=3, eval_log_every_n=100, checkpoint_every_n=100)
+    config["runtime"]["profile_steps"] = 5
     result = run_torchrun(2, write_config(tmp / "config.yaml", config), tmp / "run")
     assert_ok(result)
     return tmp / "run"
@@ -46,6 +47,25 @@ def read_metrics_split(save_dir: Path, split: str) -> list[dict]:
 def embeddings(save_dir: Path, table: str) -> np.ndarray:
     column = pq.read_table(save_dir / "embeddings" / f"{table}.parquet").column("embedding")
     return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def test_profile_and_memory_say_where_the_time_and_memory_go(trained_run: Path) -> None:
+    for rank in (0, 1):
+        profile = json.loads((trained_run / "profile" / f"rank_{rank}.json").read_text())
+        assert profile["steps"] == 5
+        stages = profile["ms_per_step"]
+        assert set(stages) == {
+            "data", "lookup", "scoring", "backward_update", "communication", "other"
+        }  # fmt: skip
+        for stage in ("lookup", "scoring", "backward_update", "communication"):
+            assert stages[stage] > 0, stage
+        assert sum(stages.values()) <= 2 * profile["wall_ms_per_step"]  # self times, no overlap
+    assert (trained_run / "profile" / "trace_rank_0.json").stat().st_size > 0
+    train = [r for r in read_metrics(trained_run) if "split" not in r]
+    assert set(train[-1]["peak_rss_mb"]) == {"rank0", "rank1"}
+    assert all(100 < mib < 8000 for mib in train[-1]["peak_rss_mb"].values())
+    loop_s = [r["loop_s"] for r in train]
+    assert loop_s == sorted(loop_s) and loop_s[0] > 0
 
 
 def test_run_leaves_checkpoints_metrics_and_embeddings(trained_run: Path) -> None:

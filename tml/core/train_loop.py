@@ -7,8 +7,10 @@ checkpoint. Every rank runs the same steps and calls the same collectives in the
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from tml.core.metrics import MetricsWriter
+from tml.core.profiling import StepProfiler
 
 
 @dataclass
@@ -40,6 +43,7 @@ def train_loop(
     evaluate: Callable[[int], None] | None,
     metrics: MetricsWriter,
     device: torch.device,
+    profiler: StepProfiler | None = None,
 ) -> None:
     """Run steps [start_step, total_steps) of `pipeline` over `batches`."""
     window_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -48,7 +52,8 @@ def train_loop(
     steps_done_in_window = 0
     for step in range(schedule.start_step, schedule.total_steps):
         rates = set_learning_rates(step)
-        output = pipeline.progress(batches)
+        with profiler.around(step) if profiler else nullcontext():
+            output = pipeline.progress(batches)
         edges = output["weight"].sum()
         window_loss += output["loss"].double() * edges
         window_edges += edges
@@ -60,17 +65,19 @@ def train_loop(
             dist.all_reduce(totals)  # every rank's edges: the job's loss and throughput
             elapsed = time.perf_counter() - window_start
             seconds_per_step = (time.perf_counter() - run_start) / (done - schedule.start_step)
-            metrics.write(
-                {
-                    "step": done,
-                    "epoch": step // schedule.steps_per_epoch,
-                    "loss": float(totals[0] / totals[1].clamp(min=1)),
-                    "lr": rates,
-                    "edges_per_s": float(totals[1]) / max(elapsed, 1e-9),
-                    "step_ms": 1000 * elapsed / steps_done_in_window,
-                    "eta_s": seconds_per_step * (schedule.total_steps - done),
-                }
-            )
+            record = {
+                "step": done,
+                "epoch": step // schedule.steps_per_epoch,
+                "loss": float(totals[0] / totals[1].clamp(min=1)),
+                "lr": rates,
+                "edges_per_s": float(totals[1]) / max(elapsed, 1e-9),
+                "step_ms": 1000 * elapsed / steps_done_in_window,
+                "eta_s": seconds_per_step * (schedule.total_steps - done),
+                "loop_s": time.perf_counter() - run_start,
+            }
+            if last:
+                record["peak_rss_mb"] = _peak_rss_mb_per_rank(device)
+            metrics.write(record)
             window_loss.zero_()
             window_edges.zero_()
             window_start, steps_done_in_window = time.perf_counter(), 0
@@ -82,3 +89,12 @@ def train_loop(
             evaluate(done)
         if done % schedule.checkpoint_every == 0 or last:
             save_checkpoint(done)
+
+
+def _peak_rss_mb_per_rank(device: torch.device) -> dict[str, float]:
+    """Every rank's peak resident memory so far, in MiB (a collective)."""
+    mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    gathered = torch.zeros(dist.get_world_size(), dtype=torch.float64, device=device)
+    gathered[dist.get_rank()] = mine
+    dist.all_reduce(gathered)
+    return {f"rank{rank}": round(value, 1) for rank, value in enumerate(gathered.tolist())}

@@ -36,6 +36,12 @@ class RuntimeConfig(BaseConfig):
     collective_timeout_s: pydantic.PositiveInt = pydantic.Field(
         600, description="Seconds a collective may wait for the other ranks before failing."
     )
+    profile_steps: pydantic.NonNegativeInt = pydantic.Field(
+        0,
+        description="Profile this many steps (after 10 warm-up steps) with torch.profiler and "
+        "write <save_dir>/profile/rank_<r>.json: milliseconds per step spent in data, lookup, "
+        "scoring, backward_update and communication (plus a Chrome trace of rank 0). 0: off.",
+    )
 
 
 class TrainingConfig(BaseConfig):

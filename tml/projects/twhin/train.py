@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,16 +23,21 @@ from tml.core.checkpoint import CheckpointManager
 from tml.core.distributed import DistributedContext
 from tml.core.metrics import MetricsWriter, format_duration
 from tml.core.optimizers import fused_table_optimizer
+from tml.core.prefetch import Prefetcher
+from tml.core.profiling import StepProfiler
 from tml.core.train_loop import LoopSchedule, train_loop
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.edges import EdgeBatch
 from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import EdgeDataset
 from tml.projects.twhin.export import CONFIG_COPY, export
-from tml.projects.twhin.models.sharding import ShardedTwhin, shard_model
+from tml.projects.twhin.models.sharding import ShardedTwhin, check_compute_kernels, shard_model
 from tml.projects.twhin.validation import Validator
 
 log = logging.getLogger(__name__)
+
+PREFETCH_BATCHES = 4
+"""Batches built ahead of the trainer by a background thread (tml/core/prefetch.py)."""
 
 
 class SaveDirError(ValueError):
@@ -84,6 +89,7 @@ def prepare(config: TwhinConfig, rank: int, world_size: int) -> PreparedRun:
         fused_table_optimizer(
             table.optimizer, device_type, f"model.embeddings.tables[{index}].optimizer"
         )
+    check_compute_kernels(config.model, device_type)
     train_data = make_dataset(
         config, config.train_data, "train_data", rank=rank, world_size=world_size, shuffle=True
     )
@@ -231,7 +237,6 @@ class TwhinTrainer:
         pipeline = TrainPipelineSparseDist(
             self.sharded.model, self.sharded.optimizer, self.ctx.device, execute_all_batches=True
         )
-        training = self.config.training
         validator = None
         if self.run.validation_data is not None:
             validator = Validator(self.config, self.run.validation_data, self.sharded, self.ctx)
@@ -239,11 +244,31 @@ class TwhinTrainer:
         def evaluate(step: int) -> None:
             self.metrics.write({"step": step, "split": "validation", **validator(pipeline)})
 
+        batches = Prefetcher(
+            batch_stream(self.run.train_data, epoch, in_epoch, self.total_steps - start_step),
+            depth=PREFETCH_BATCHES,
+        )
+        try:
+            self._loop(pipeline, batches, start_step, evaluate if validator else None)
+        finally:
+            batches.close()
+
+    def _loop(
+        self,
+        pipeline: TrainPipelineSparseDist,
+        batches: Iterator[EdgeBatch],
+        start_step: int,
+        evaluate: Callable[[int], None] | None,
+    ) -> None:
+        training = self.config.training
+        profile_steps = self.config.runtime.profile_steps
+        profiler = None
+        if profile_steps:
+            directory = self.run.save_dir / "profile"
+            profiler = StepProfiler(directory, self.ctx.rank, start_step, profile_steps)
         train_loop(
             pipeline=pipeline,
-            batches=batch_stream(
-                self.run.train_data, epoch, in_epoch, self.total_steps - start_step
-            ),
+            batches=batches,
             schedule=LoopSchedule(
                 start_step=start_step,
                 total_steps=self.total_steps,
@@ -254,9 +279,10 @@ class TwhinTrainer:
             ),
             set_learning_rates=self.sharded.set_learning_rates,
             save_checkpoint=self.save,
-            evaluate=evaluate if validator is not None else None,
+            evaluate=evaluate,
             metrics=self.metrics,
             device=self.ctx.device,
+            profiler=profiler,
         )
 
 

@@ -23,9 +23,11 @@ class TwhinDataConfig(BaseConfig):
         "against all of them, so each positive gets 2 × global_negatives corrupted edges."
     )
     in_batch_negatives: pydantic.NonNegativeInt = pydantic.Field(
-        description="Per positive, this many other edges of the same relation in the batch "
-        "whose rhs (and, separately, lhs) replaces the positive's: 2 × in_batch_negatives "
-        "corrupted edges per positive, at no extra lookup cost."
+        description="A relation's positives in a batch are cut into chunks of "
+        "in_batch_negatives + 1; each positive's rhs (and, separately, lhs) is replaced by those "
+        "of the others in its chunk: up to 2 × in_batch_negatives corrupted edges per positive, "
+        "scored as one matrix product per chunk at no extra lookup cost (PyTorch-BigGraph's "
+        "batch negatives)."
     )
     limit: pydantic.PositiveInt | None = pydantic.Field(
         None,

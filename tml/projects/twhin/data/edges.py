@@ -11,13 +11,18 @@ TorchRec's all-to-alls require):
 
 Each slot is one bag of size 1 in its table's feature and an empty bag in every other table's, so
 the pooled output of table t at slot s is the embedding of slot s when s belongs to t.
-In-batch negatives need no lookups: they reuse other positives' slots (`in_batch_partner`).
-A short final batch is padded to B with weight-0 edges, which contribute nothing to the loss.
+Positives are sorted by relation (`relation_offsets`), so the scorer handles each relation as one
+contiguous slice, and in-batch negatives need no lookups: a relation's positives are cut into
+chunks and each is corrupted with the others of its chunk (see `EdgeScorer`).
+A short final batch is padded to B with weight-0 edges after the real ones; they are scored by
+no relation and contribute nothing to the loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,25 +35,30 @@ class EdgeBatch(Pipelineable):
     """Tensors of one step on one rank (see the module docstring for the slot layout)."""
 
     lookups: KeyedJaggedTensor
-    relation: torch.Tensor  # (B,) int64 relation index of each positive
+    relation: torch.Tensor  # (B,) int64 relation index of each positive, ascending
     weight: torch.Tensor  # (B,) float32, 1 for real edges, 0 for padding
-    in_batch_partner: torch.Tensor  # (B, K) int64 index of another positive of the same relation
-    in_batch_mask: torch.Tensor  # (B, K) bool, False where no partner exists
+    # Plain ints, so the scorer can slice and chunk without reading a device tensor back:
+    relation_offsets: tuple[int, ...]  # (R + 1): relation r's positives are rows [o[r], o[r+1])
+    in_batch_negatives: int  # K: a relation's positives are scored in chunks of K + 1
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> EdgeBatch:
+    def _map_tensors(self, apply: Callable[[Any], Any]) -> EdgeBatch:
+        """A batch with `apply` run on each tensor field (the int fields are copied)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
         return EdgeBatch(
             **{
-                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                for f in fields(self)
+                name: apply(value) if isinstance(value, torch.Tensor | KeyedJaggedTensor) else value
+                for name, value in values.items()
             }
         )
 
+    def to(self, device: torch.device, non_blocking: bool = False) -> EdgeBatch:
+        return self._map_tensors(lambda tensor: tensor.to(device, non_blocking=non_blocking))
+
     def record_stream(self, stream: torch.Stream) -> None:
-        for f in fields(self):
-            getattr(self, f.name).record_stream(stream)
+        self._map_tensors(lambda tensor: tensor.record_stream(stream))
 
     def pin_memory(self) -> EdgeBatch:
-        return EdgeBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+        return self._map_tensors(lambda tensor: tensor.pin_memory())
 
     @property
     def num_real_edges(self) -> int:
@@ -102,14 +112,18 @@ class EdgeBatchBuilder:
         if count > size:
             raise ValueError(f"{count} edges do not fit a batch of {size}")
         padding = size - count
-        lhs = np.concatenate([lhs, np.zeros(padding, np.int64)])
-        rhs = np.concatenate([rhs, np.zeros(padding, np.int64)])
-        relation = np.concatenate([relation, np.zeros(padding, np.int64)])
+        order = np.argsort(relation, kind="stable")  # keeps the shuffled order within a relation
+        offsets = np.zeros(layout.num_relations + 1, np.int64)
+        np.cumsum(np.bincount(relation, minlength=layout.num_relations), out=offsets[1:])
+        # Padding repeats the last relation so `relation` stays sorted; offsets exclude it.
+        pad_relation = layout.num_relations - 1
+        lhs = np.concatenate([lhs[order], np.zeros(padding, np.int64)])
+        rhs = np.concatenate([rhs[order], np.zeros(padding, np.int64)])
+        relation = np.concatenate([relation[order], np.full(padding, pad_relation, np.int64)])
         weight = np.concatenate([np.ones(count, np.float32), np.zeros(padding, np.float32)])
 
         slot_table, slot_id = self._positive_slots(lhs, relation, rhs)
         negative_table, negative_id = self._global_negative_slots(rng)
-        partner, partner_mask = self._in_batch_partners(relation[:count], size, rng)
         return EdgeBatch(
             lookups=self._to_kjt(
                 np.concatenate([slot_table, negative_table]),
@@ -117,8 +131,8 @@ class EdgeBatchBuilder:
             ),
             relation=torch.from_numpy(relation),
             weight=torch.from_numpy(weight),
-            in_batch_partner=torch.from_numpy(partner),
-            in_batch_mask=torch.from_numpy(partner_mask),
+            relation_offsets=tuple(offsets.tolist()),
+            in_batch_negatives=layout.in_batch_negatives,
         )
 
     def _positive_slots(
@@ -139,28 +153,6 @@ class EdgeBatchBuilder:
         tables = np.repeat(tables.reshape(-1), count)
         ids = np.floor(rng.random(len(tables)) * self.table_sizes[tables]).astype(np.int64)
         return tables, ids
-
-    def _in_batch_partners(
-        self, relation: np.ndarray, size: int, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For each real positive, K random *other* real positives of the same relation."""
-        k = self.layout.in_batch_negatives
-        partner = np.zeros((size, k), np.int64)
-        mask = np.zeros((size, k), bool)
-        count = len(relation)
-        if k == 0 or count == 0:
-            return partner, mask
-        order = np.argsort(relation, kind="stable")
-        sorted_relation = relation[order]
-        group_start = np.searchsorted(sorted_relation, sorted_relation, side="left")
-        group_size = np.searchsorted(sorted_relation, sorted_relation, side="right") - group_start
-        position = np.arange(count) - group_start
-        # An offset in [1, n-1] from one's own position never lands on oneself.
-        offset = 1 + np.floor(rng.random((count, k)) * (group_size[:, None] - 1)).astype(np.int64)
-        partner_position = (position[:, None] + offset) % np.maximum(group_size[:, None], 1)
-        partner[order] = order[group_start[:, None] + partner_position]
-        mask[order] = group_size[:, None] > 1
-        return partner, mask
 
     def _to_kjt(self, slot_table: np.ndarray, slot_id: np.ndarray) -> KeyedJaggedTensor:
         num_tables = len(self.table_names)

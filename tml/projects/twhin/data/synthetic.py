@@ -45,6 +45,27 @@ RELATIONS: tuple[tuple[str, str, str], ...] = (
 """``(name, lhs_table, rhs_table)``; the position of a relation is its ``rel`` value."""
 
 DEFAULT_RELATION_MIX: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
+
+
+@dataclass(frozen=True)
+class GraphSchema:
+    """Entity tables and typed relations of a synthetic graph, with the relations' frequencies."""
+
+    tables: tuple[str, ...]
+    relations: tuple[tuple[str, str, str], ...]
+    relation_mix: tuple[float, ...]
+
+
+SCHEMAS: dict[str, GraphSchema] = {
+    "twitter": GraphSchema(TABLES, RELATIONS, DEFAULT_RELATION_MIX),
+    # One entity type and four relations: the shape of PyTorch-BigGraph's throughput benchmark
+    # (`make bench`), where every relation goes from and to the same table.
+    "homogeneous": GraphSchema(
+        ("entity",),
+        tuple((f"rel{index}", "entity", "entity") for index in range(4)),
+        (0.5, 0.3, 0.15, 0.05),
+    ),
+}
 LHS_ZIPF_ALPHA = 0.8
 """Milder skew for the acting side: active users are skewed, but less than celebrities."""
 RHS_ZIPF_ALPHA = 1.0
@@ -189,7 +210,9 @@ class _RollingParquetWriter:
         self._buffer = [(rest[0], rest[1], rest[2])] if self._buffered else []
 
 
-def parse_relation_mix(mix: str | Sequence[float]) -> np.ndarray:
+def parse_relation_mix(
+    mix: str | Sequence[float], num_relations: int = len(RELATIONS)
+) -> np.ndarray:
     """Turn ``"0.4,0.3,0.2,0.1"`` (or a sequence) into normalised relation probabilities."""
     if isinstance(mix, str):
         try:
@@ -198,8 +221,8 @@ def parse_relation_mix(mix: str | Sequence[float]) -> np.ndarray:
             raise ValueError(f"relation mix must be comma-separated numbers, got {mix!r}") from e
     else:
         values = [float(x) for x in mix]
-    if len(values) != len(RELATIONS):
-        raise ValueError(f"relation mix needs {len(RELATIONS)} values, got {len(values)}")
+    if len(values) != num_relations:
+        raise ValueError(f"relation mix needs {num_relations} values, got {len(values)}")
     arr = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(arr)) or np.any(arr < 0) or arr.sum() <= 0:
         raise ValueError(f"relation mix must be non-negative with a positive sum, got {values}")
@@ -217,13 +240,16 @@ def _check_out_dir(out_dir: str, overwrite: bool) -> None:
             )
 
 
-def _validate(sizes: dict[str, int], **params: Any) -> None:
+def _validate(sizes: dict[str, int], schema: GraphSchema, **params: Any) -> None:
     """Fail fast with a readable message instead of a numpy error deep in generation."""
     for name, n in sizes.items():
         if n < 1:
             raise ValueError(f"number of {name}s must be >= 1, got {n}")
-    if sizes["user"] < 2:
-        raise ValueError("need at least 2 users so follows edges can avoid self loops")
+    for relation, lhs_table, rhs_table in schema.relations:
+        if lhs_table == rhs_table and sizes[lhs_table] < 2:
+            raise ValueError(
+                f"need at least 2 {lhs_table}s so {relation} edges can avoid self loops"
+            )
     if params["seed"] < 0:
         raise ValueError(f"seed must be >= 0, got {params['seed']}")
     if params["num_edges"] < 2:
@@ -240,16 +266,17 @@ def _validate(sizes: dict[str, int], **params: Any) -> None:
 
 def _generate_chunk(
     n: int,
+    schema: GraphSchema,
     mix: np.ndarray,
     samplers: dict[str, _TableSampler],
     in_community: float,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate ``n`` i.i.d. edges; i.i.d. draws mean the output is already shuffled."""
-    rel = rng.choice(len(RELATIONS), size=n, p=mix).astype(np.int64)
+    rel = rng.choice(len(schema.relations), size=n, p=mix).astype(np.int64)
     lhs = np.empty(n, dtype=np.int64)
     rhs = np.empty(n, dtype=np.int64)
-    for r, (_, lhs_table, rhs_table) in enumerate(RELATIONS):
+    for r, (_, lhs_table, rhs_table) in enumerate(schema.relations):
         rows = np.flatnonzero(rel == r)
         if len(rows) == 0:
             continue
@@ -308,8 +335,7 @@ def _remove_self_loops(
 def _write_communities(path: str, samplers: dict[str, _TableSampler]) -> None:
     """Write ground-truth communities so quality checks can score the embeddings."""
     names, ids, comms = [], [], []
-    for table in TABLES:
-        s = samplers[table]
+    for table, s in samplers.items():
         names.extend([table] * s.size)
         ids.append(np.arange(s.size, dtype=np.int64))
         comms.append(s.community)
@@ -338,6 +364,8 @@ def _publish(tmp_dir: str, out_dir: str, overwrite: bool) -> None:
 def generate(
     out_dir: str,
     *,
+    schema: str = "twitter",
+    num_entities: int = 1_000_000,
     seed: int = 0,
     num_users: int = 20000,
     num_tweets: int = 40000,
@@ -348,18 +376,29 @@ def generate(
     validation_fraction: float = 0.02,
     rows_per_file: int = 100000,
     row_group_size: int = 20000,
-    relation_mix: str | Sequence[float] = DEFAULT_RELATION_MIX,
+    relation_mix: str | Sequence[float] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Generate the synthetic graph into ``out_dir`` and return the ``graph.json`` dict.
+
+    ``schema`` picks the tables and relations (:data:`SCHEMAS`): "twitter" sizes its tables with
+    ``num_users``, ``num_tweets`` and ``num_advertisers``; "homogeneous" has one table of
+    ``num_entities``. ``relation_mix`` defaults to the schema's.
 
     Raises :class:`OutputExistsError` if ``out_dir`` is non-empty and ``overwrite`` is false,
     and :class:`ValueError` for invalid sizes or probabilities. The same arguments always
     produce byte-identical files.
     """
-    sizes = {"user": num_users, "tweet": num_tweets, "advertiser": num_advertisers}
+    if schema not in SCHEMAS:
+        raise ValueError(f"unknown schema {schema!r}; choose one of {', '.join(SCHEMAS)}")
+    graph_schema = SCHEMAS[schema]
+    if schema == "twitter":
+        sizes = {"user": num_users, "tweet": num_tweets, "advertiser": num_advertisers}
+    else:
+        sizes = {table: num_entities for table in graph_schema.tables}
     _validate(
         sizes,
+        graph_schema,
         seed=seed,
         num_edges=num_edges,
         num_communities=num_communities,
@@ -368,14 +407,20 @@ def generate(
         rows_per_file=rows_per_file,
         row_group_size=row_group_size,
     )
-    mix = parse_relation_mix(relation_mix)
+    mix = parse_relation_mix(
+        graph_schema.relation_mix if relation_mix is None else relation_mix,
+        len(graph_schema.relations),
+    )
     out_dir = os.path.abspath(out_dir)
     _check_out_dir(out_dir, overwrite)
 
     # Independent streams per purpose so e.g. the split draw never shifts the graph itself.
     structure_ss, split_ss, edge_ss = np.random.SeedSequence(seed).spawn(3)
     structure_rng = np.random.default_rng(structure_ss)
-    samplers = {t: _TableSampler.build(sizes[t], num_communities, structure_rng) for t in TABLES}
+    samplers = {
+        t: _TableSampler.build(sizes[t], num_communities, structure_rng)
+        for t in graph_schema.tables
+    }
 
     num_validation = min(num_edges - 1, max(1, round(validation_fraction * num_edges)))
     is_validation = np.zeros(num_edges, dtype=bool)
@@ -395,7 +440,7 @@ def generate(
         edge_rng = np.random.default_rng(edge_ss)
         for start in range(0, num_edges, rows_per_file):
             n = min(rows_per_file, num_edges - start)
-            lhs, rel, rhs = _generate_chunk(n, mix, samplers, in_community, edge_rng)
+            lhs, rel, rhs = _generate_chunk(n, graph_schema, mix, samplers, in_community, edge_rng)
             v = is_validation[start : start + n]
             t = ~v
             train.append(lhs[t], rel[t], rhs[t])
@@ -406,7 +451,10 @@ def generate(
         _write_communities(os.path.join(tmp_dir, "communities.parquet"), samplers)
         graph = {
             "tables": dict(sizes),
-            "relations": [{"name": n, "lhs": lt, "rhs": rt} for n, lt, rt in RELATIONS],
+            "schema": schema,
+            "relations": [
+                {"name": n, "lhs": lt, "rhs": rt} for n, lt, rt in graph_schema.relations
+            ],
             "num_train_edges": train.num_rows,
             "num_validation_edges": valid.num_rows,
             "seed": seed,
@@ -428,6 +476,19 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Write a deterministic synthetic Twitter-like heterogeneous graph.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory to create")
+    p.add_argument(
+        "--schema",
+        choices=sorted(SCHEMAS),
+        default="twitter",
+        help="tables and relations: twitter (user, tweet, advertiser; default) or homogeneous "
+        "(one entity table, 4 relations: PyTorch-BigGraph's benchmark shape)",
+    )
+    p.add_argument(
+        "--num-entities",
+        type=int,
+        default=1_000_000,
+        help="entities of the homogeneous schema (default: 1000000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--num-users", type=int, default=20000, help="user entities (default: 20000)")
     p.add_argument("--num-tweets", type=int, default=40000, help="tweet entities (default: 40000)")
@@ -466,10 +527,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--relation-mix",
-        default=",".join(str(x) for x in DEFAULT_RELATION_MIX),
-        help="relative frequencies of "
-        + ",".join(r[0] for r in RELATIONS)
-        + " (default: 0.4,0.3,0.2,0.1)",
+        default=None,
+        help="relative frequencies of the relations, comma-separated (default: the schema's, "
+        "0.4,0.3,0.2,0.1 for twitter's follows,fav,retweet,click; 0.5,0.3,0.15,0.05 for "
+        "homogeneous)",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace DIR if it exists and is not empty"
@@ -483,6 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         graph = generate(
             args.out,
+            schema=args.schema,
+            num_entities=args.num_entities,
             seed=args.seed,
             num_users=args.num_users,
             num_tweets=args.num_tweets,

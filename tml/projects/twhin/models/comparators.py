@@ -1,7 +1,8 @@
 """Comparators: how a transformed lhs embedding and an rhs embedding become one score.
 
 Each comparator scores aligned pairs (`aligned`, broadcasting over leading dims) and all pairs of
-two sets (`all_pairs`, one matrix product, used for shared negatives and ranking evaluation).
+two sets (`all_pairs`, one (batched) matrix product, used for shared and in-batch negatives and
+ranking evaluation).
 Comparators are symmetric. Registered by name; adding one is one class with `@register_comparator`.
 """
 
@@ -24,7 +25,7 @@ class Comparator:
         raise NotImplementedError
 
     def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-        """`(n, d)` x `(m, d)` -> `(n, m)`."""
+        """`(..., n, d)` x `(..., m, d)` -> `(..., n, m)` (leading dims: a batch of sets)."""
         raise NotImplementedError
 
 
@@ -36,7 +37,7 @@ class Dot(Comparator):
         return (lhs * rhs).sum(-1)
 
     def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-        return lhs @ rhs.T
+        return lhs @ rhs.mT
 
 
 @register_comparator("cos")
@@ -47,7 +48,7 @@ class Cosine(Comparator):
         return (F.normalize(lhs, dim=-1) * F.normalize(rhs, dim=-1)).sum(-1)
 
     def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-        return F.normalize(lhs, dim=-1) @ F.normalize(rhs, dim=-1).T
+        return F.normalize(lhs, dim=-1) @ F.normalize(rhs, dim=-1).mT
 
 
 @register_comparator("l2")
@@ -59,7 +60,7 @@ class NegativeDistance(Comparator):
 
     def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         squared = (
-            lhs.pow(2).sum(-1, keepdim=True) + rhs.pow(2).sum(-1).unsqueeze(0) - 2 * lhs @ rhs.T
+            lhs.pow(2).sum(-1, keepdim=True) + rhs.pow(2).sum(-1).unsqueeze(-2) - 2 * lhs @ rhs.mT
         )
         return -squared.clamp(min=1e-12).sqrt()
 
@@ -72,4 +73,6 @@ class NegativeManhattan(Comparator):
         return -(lhs - rhs).abs().sum(-1)
 
     def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        if rhs.dim() < lhs.dim():  # one shared set against a batch of sets
+            rhs = rhs.expand(*lhs.shape[:-2], *rhs.shape)
         return -torch.cdist(lhs, rhs, p=1)

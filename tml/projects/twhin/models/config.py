@@ -31,6 +31,14 @@ class ShardingType(StrEnum):
     TABLE_COLUMN_WISE = "table_column_wise"
 
 
+class ComputeKernel(StrEnum):
+    """Where a table's rows live on a GPU machine (TorchRec compute kernels)."""
+
+    FUSED = "fused"
+    FUSED_UVM_CACHING = "fused_uvm_caching"
+    FUSED_UVM = "fused_uvm"
+
+
 class EmbeddingTableConfig(BaseConfig):
     """One entity type: a TorchRec embedding table with its own fused optimizer."""
 
@@ -52,12 +60,38 @@ class EmbeddingTableConfig(BaseConfig):
     sharding_type: ShardingType | None = pydantic.Field(
         None, description="Force a TorchRec sharding type; default lets the planner choose."
     )
+    compute_kernel: ComputeKernel = pydantic.Field(
+        ComputeKernel.FUSED,
+        description="fused: rows in GPU memory (HBM), the fastest. For tables larger than the "
+        "GPUs' memory: fused_uvm_caching keeps the rows in host memory (UVM) with a cache of "
+        "the hot rows in HBM (sized by cache_load_factor), fast for skewed, power-law ids; "
+        "fused_uvm reads every row from host memory (slower, no HBM used). CUDA only: on CPU "
+        "tables already live in host memory.",
+    )
+    cache_load_factor: float | None = pydantic.Field(
+        None,
+        gt=0,
+        le=1,
+        description="With fused_uvm_caching: share of the table's rows cached in HBM "
+        "(TorchRec's default 0.2 when unset).",
+    )
     pretrained: dict | None = unsupported_field(
         "torchsnapshot tables; warm start with training.initial_checkpoint_dir"
     )
     vocab: str | None = unsupported_field(
         "id mapping; lhs/rhs in the data must already be table row indices"
     )
+
+    @pydantic.model_validator(mode="after")
+    def _cache_needs_caching_kernel(self) -> EmbeddingTableConfig:
+        if self.cache_load_factor is not None and self.compute_kernel is not (
+            ComputeKernel.FUSED_UVM_CACHING
+        ):
+            raise ValueError(
+                "cache_load_factor: only used with compute_kernel: fused_uvm_caching "
+                f"(this table's is {self.compute_kernel.value})"
+            )
+        return self
 
     @property
     def effective_init_std(self) -> float:

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.profiler import record_function
 from torchrec.modules.embedding_configs import DataType as TorchrecDataType
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
+from tml.core.profiling import SCORING_RANGE
 from tml.projects.twhin.data.edges import EdgeBatch
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.config import DataType, TwhinModelConfig
@@ -39,16 +42,62 @@ def table_configs(config: TwhinModelConfig) -> list[EmbeddingBagConfig]:
     ]
 
 
+NO_NEGATIVE = float("-inf")
+"""The score of a slot without a negative (see losses.py)."""
+
+
 @dataclass
 class RelationScores:
-    """Scores of one relation's positives in a batch and of their negatives."""
+    """One relation's positives in a batch and their negatives, in chunks: `(c, k)` scores for
+    c chunks of k positives (the last chunk zero-padded), with blocks of negatives `(c, k, m)`."""
 
-    rows: torch.Tensor  # (n,) batch rows of this relation
     loss: torch.Tensor  # (n,) loss of each positive
-    positive: torch.Tensor  # (n,) forward score of each positive
-    negative: torch.Tensor  # (n, m) scores of its negatives
-    competing: torch.Tensor  # (n, m) the positive score each negative competes with
-    mask: torch.Tensor  # (n, m) valid negatives
+    count: int  # n, the real positives
+    positive: torch.Tensor  # (c, k) forward score of each positive
+    reverse_positive: torch.Tensor  # (c, k) its score when the lhs is predicted
+    rhs_blocks: list[torch.Tensor]  # rhs-corrupted scores (NO_NEGATIVE where none)
+    lhs_blocks: list[torch.Tensor]  # lhs-corrupted scores (NO_NEGATIVE where none)
+
+    def edge_scores(self) -> dict[str, torch.Tensor]:
+        """Per-edge scores `(n, ...)` for validation: each negative with the positive it
+        competes with (rhs-corrupted ones first)."""
+        none = self.positive.new_zeros((*self.positive.shape, 0))  # no negatives at all
+        rhs = torch.cat([*self.rhs_blocks, none], -1).detach()
+        lhs = torch.cat([*self.lhs_blocks, none], -1).detach()
+        negative = torch.cat([rhs, lhs], -1)
+        competing = torch.cat(
+            [
+                self.positive.detach().unsqueeze(-1).expand_as(rhs),
+                self.reverse_positive.detach().unsqueeze(-1).expand_as(lhs),
+            ],
+            -1,
+        )
+
+        def rows(scores: torch.Tensor) -> torch.Tensor:
+            return scores.flatten(0, 1)[: self.count]  # (c, k, m) -> (n, m)
+
+        return {
+            "positive_scores": self.positive.detach().reshape(-1)[: self.count],
+            "negative_scores": rows(negative.masked_fill(negative == NO_NEGATIVE, 0.0)),
+            "competing_scores": rows(competing),
+            "negative_mask": rows(negative != NO_NEGATIVE),
+        }
+
+
+def chunked(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """`(n, d)` -> `(ceil(n / chunk), chunk, d)`, zero-padding the last chunk."""
+    padding = -x.shape[0] % chunk
+    if padding:
+        x = F.pad(x, (0, 0, 0, padding))
+    return x.view(-1, chunk, x.shape[1])
+
+
+def chunk_pair_mask(count: int, chunk: int, device: torch.device) -> torch.Tensor:
+    """`(ceil(count / chunk), chunk, chunk)`: True where (i, j) is a pair of two different real
+    positives of one chunk, i.e. a real corrupted edge both as row i and as column j."""
+    row = torch.arange(-(-count // chunk) * chunk, device=device).view(-1, chunk, 1)
+    column = row.transpose(1, 2)
+    return (row != column) & (row < count) & (column < count)
 
 
 class EdgeScorer(nn.Module):
@@ -59,6 +108,14 @@ class EdgeScorer(nn.Module):
     With reciprocal relations each relation also has a reverse operator rev_r, used whenever the
     lhs is what is being predicted: score'(l, r, t) = comparator(e_l, rev_r(e_t)), trained on
     the lhs-corrupted negatives (as PyTorch-BigGraph does).
+
+    Negatives, per relation (its positives are one contiguous slice of the batch):
+    * uniform: the batch's G sampled lhs and G rhs entities of the relation, scored against all
+      of its positives with one matrix product per side;
+    * in-batch: the positives are cut into chunks of K + 1; in a chunk, S[i, j] = score(l_i, t_j)
+      for all pairs is one batched matrix product, whose row i holds positive i's rhs-corrupted
+      scores and whose column j holds positive j's lhs-corrupted ones (the diagonal holds the
+      positives themselves and is masked). No embedding is gathered or copied per negative.
     """
 
     def __init__(self, config: TwhinModelConfig) -> None:
@@ -82,100 +139,120 @@ class EdgeScorer(nn.Module):
     def forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with record_function(SCORING_RANGE):  # a stage of runtime.profile_steps' breakdown
+            return self._forward(embeddings, batch)
+
+    def _forward(
+        self, embeddings: KeyedTensor, batch: EdgeBatch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         by_table = embeddings.to_dict()
         size = batch.relation.shape[0]
-        num_slots = next(iter(by_table.values())).shape[0]
-        num_global = (num_slots - 2 * size) // (2 * len(self.relations))
-        scored = [
-            self._score_relation(index, by_table, batch, num_global)
-            for index in range(len(self.relations))
-        ]
-        total = sum((part.loss * batch.weight[part.rows]).sum() for part in scored)
-        loss = total / batch.weight.sum().clamp(min=1.0)
-        # Scores were computed relation by relation; put them back in batch order.
-        inverse = torch.empty_like(batch.relation)
-        inverse[torch.cat([part.rows for part in scored])] = torch.arange(
-            size, device=inverse.device
-        )
+        num_relations = len(self.relations)
+        num_global = (embeddings.values().shape[0] - 2 * size) // (2 * num_relations)
+        offsets = batch.relation_offsets
+        # One split per table into [lhs of relation 0..R-1, padding, rhs of 0..R-1, padding,
+        # (G lhs, G rhs negatives) of 0..R-1]: its backward is one concatenation, where slicing
+        # per relation would materialise a zero gradient of the whole table output per slice.
+        counts = [offsets[r + 1] - offsets[r] for r in range(num_relations)]
+        padding = size - offsets[-1]
+        split_sizes = [*counts, padding, *counts, padding, *[num_global] * (2 * num_relations)]
+        pieces = {name: value.split(split_sizes) for name, value in by_table.items()}
+        rhs_first, negatives_first = num_relations + 1, 2 * num_relations + 2
+        parts = []
+        for index, (lhs_table, rhs_table) in enumerate(self.relations):
+            if counts[index] == 0:
+                continue
+            parts.append(
+                self._score_relation(
+                    index,
+                    lhs=pieces[lhs_table][index],
+                    rhs=pieces[rhs_table][rhs_first + index],
+                    lhs_negatives=pieces[lhs_table][negatives_first + 2 * index],
+                    rhs_negatives=pieces[rhs_table][negatives_first + 2 * index + 1],
+                    chunk=batch.in_batch_negatives + 1,
+                )
+            )
+        if parts:
+            total = torch.stack([part.loss.sum() for part in parts]).sum()
+        else:  # an all-padding batch (a rank with a shorter data span): zero, still differentiable
+            total = embeddings.values().sum() * 0.0
+        loss = total / max(offsets[-1], 1)
+        output = {"loss": loss.detach(), "weight": batch.weight}
+        if not self.training:  # per-edge scores, for validation's sampled AUC
+            output.update(self._edge_scores(parts, size, batch.weight.device))
+        return loss, output
 
-        def gather(field: str) -> torch.Tensor:
-            return torch.cat([getattr(part, field).detach() for part in scored])[inverse]
-
-        return loss, {
-            "loss": loss.detach(),
-            "positive_scores": gather("positive"),
-            "negative_scores": gather("negative"),
-            "competing_scores": gather("competing"),
-            "negative_mask": gather("mask"),
-            "weight": batch.weight,
-        }
+    @staticmethod
+    def _edge_scores(
+        parts: list[RelationScores], size: int, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """Scores in batch order (relations are consecutive); padding rows are 0 and masked."""
+        per_relation = [part.edge_scores() for part in parts]
+        if not per_relation:  # an all-padding batch
+            none = torch.zeros(size, 0, device=device)
+            return {
+                "positive_scores": torch.zeros(size, device=device),
+                "negative_scores": none,
+                "competing_scores": none,
+                "negative_mask": none.bool(),
+            }
+        width = max(scores["negative_mask"].shape[1] for scores in per_relation)
+        out = {}
+        for key in per_relation[0]:
+            rows = [scores[key] for scores in per_relation]
+            if key != "positive_scores":  # relations may differ in their number of negatives
+                rows = [F.pad(row, (0, width - row.shape[1])) for row in rows]
+            real = torch.cat(rows)
+            out[key] = torch.cat([real, real.new_zeros((size - real.shape[0], *real.shape[1:]))])
+        return out
 
     def _score_relation(
-        self, index: int, by_table: dict[str, torch.Tensor], batch: EdgeBatch, num_global: int
+        self,
+        index: int,
+        lhs: torch.Tensor,
+        rhs: torch.Tensor,
+        lhs_negatives: torch.Tensor,
+        rhs_negatives: torch.Tensor,
+        chunk: int,
     ) -> RelationScores:
+        """Relation `index`'s positives `(n, d)` scored against their negatives."""
         compare, operator = self.comparator, self.operators[index]
-        lhs_table, rhs_table = self.relations[index]
-        size = batch.relation.shape[0]
-        rows = (batch.relation == index).nonzero().squeeze(1)
-        lhs_all, rhs_all = by_table[lhs_table], by_table[rhs_table]
-        lhs, rhs = lhs_all[rows], rhs_all[size + rows]
-        lhs_op = operator(lhs)
-        positive = compare.aligned(lhs_op, rhs)
-        # Corrupted rhs: (n, k) in-batch partners' rhs and (G,) uniform ones, against op(lhs).
-        rhs_side, lhs_side, rhs_mask = [], [], []
-        partner = batch.in_batch_partner[rows]
-        first = 2 * size + 2 * num_global * index
-        lhs_negatives = lhs_all[first : first + num_global]
-        rhs_negatives = rhs_all[first + num_global : first + 2 * num_global]
-        if partner.shape[1]:
-            rhs_side.append(compare.aligned(lhs_op.unsqueeze(1), rhs_all[size + partner]))
-            rhs_mask.append(batch.in_batch_mask[rows])
-        if num_global:
-            rhs_side.append(compare.all_pairs(lhs_op, rhs_negatives))
-            rhs_mask.append(torch.ones_like(rhs_side[-1], dtype=torch.bool))
-        # Corrupted lhs: through op_r, or against rev_r(rhs) with reciprocal relations.
+        count = lhs.shape[0]
+        chunk = min(chunk, count)  # a relation with few positives in the batch: one chunk
+        lhs_op = chunked(operator(lhs), chunk)
+        rhs_chunks = chunked(rhs, chunk)
+        positive = compare.aligned(lhs_op, rhs_chunks)
+        if self.reverse_operators is None:  # lhs corruptions go through op_r
+            reverse_positive, rhs_query = positive, rhs_chunks
+        else:  # lhs corruptions are scored against rev_r(rhs)
+            rhs_query = chunked(self.reverse_operators[index](rhs), chunk)
+            reverse_positive = compare.aligned(chunked(lhs, chunk), rhs_query)
+        rhs_blocks, lhs_blocks = [], []
+        if chunk > 1:  # pairs[c, i, j] = score(l_i, t_j): row i corrupts t_i, column j l_j
+            real = chunk_pair_mask(count, chunk, lhs.device)
+            pairs = compare.all_pairs(lhs_op, rhs_chunks).masked_fill(~real, NO_NEGATIVE)
+            rhs_blocks.append(pairs)
+            if self.reverse_operators is not None:
+                pairs = compare.all_pairs(chunked(lhs, chunk), rhs_query)
+                pairs = pairs.masked_fill(~real, NO_NEGATIVE)
+            lhs_blocks.append(pairs.transpose(1, 2))
+        if lhs_negatives.shape[0]:
+            rhs_blocks.append(compare.all_pairs(lhs_op, rhs_negatives))
+            if self.reverse_operators is None:
+                lhs_negatives = operator(lhs_negatives)
+            lhs_blocks.append(compare.all_pairs(rhs_query, lhs_negatives))
         if self.reverse_operators is None:
-            reverse_positive = positive
-            if partner.shape[1]:
-                lhs_side.append(compare.aligned(operator(lhs_all[partner]), rhs.unsqueeze(1)))
-            if num_global:
-                lhs_side.append(compare.all_pairs(rhs, operator(lhs_negatives)))
+            loss = self.loss_function(positive, *rhs_blocks, *lhs_blocks)
         else:
-            rhs_rev = self.reverse_operators[index](rhs)
-            reverse_positive = compare.aligned(lhs, rhs_rev)
-            if partner.shape[1]:
-                lhs_side.append(compare.aligned(lhs_all[partner], rhs_rev.unsqueeze(1)))
-            if num_global:
-                lhs_side.append(compare.all_pairs(rhs_rev, lhs_negatives))
-        negative_rhs, negative_lhs = torch.cat(rhs_side, 1), torch.cat(lhs_side, 1)
-        mask_rhs = torch.cat(rhs_mask, 1)  # the same partners and counts on the lhs side
-        negative = torch.cat([negative_rhs, negative_lhs], 1)
-        mask = torch.cat([mask_rhs, mask_rhs], 1)
-        if self.reverse_operators is None:
-            loss = self.loss_function(positive, negative, mask)
-        else:
-            loss = self.loss_function(positive, negative_rhs, mask_rhs) + self.loss_function(
-                reverse_positive, negative_lhs, mask_rhs
+            loss = self.loss_function(positive, *rhs_blocks) + self.loss_function(
+                reverse_positive, *lhs_blocks
             )
+        loss = loss.reshape(-1)[:count]
         if self.regularization:
             loss = loss + self.regularization * (
                 lhs.abs().pow(3).sum(-1) + rhs.abs().pow(3).sum(-1)
             )
-        competing = torch.cat(
-            [
-                positive.unsqueeze(1).expand_as(negative_rhs),
-                reverse_positive.unsqueeze(1).expand_as(negative_lhs),
-            ],
-            1,
-        )
-        return RelationScores(
-            rows=rows,
-            loss=loss,
-            positive=positive,
-            negative=negative,
-            competing=competing,
-            mask=mask,
-        )
+        return RelationScores(loss, count, positive, reverse_positive, rhs_blocks, lhs_blocks)
 
 
 class TwhinModel(nn.Module):

@@ -18,13 +18,14 @@ import torch.distributed as dist
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import CacheParams
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from tml.core.lr_schedules import LearningRate, learning_rate_at
 from tml.core.optimizers import dense_optimizer_factory, fused_table_optimizer
-from tml.projects.twhin.models.config import ShardingType, TwhinModelConfig
+from tml.projects.twhin.models.config import ComputeKernel, ShardingType, TwhinModelConfig
 from tml.projects.twhin.models.model import TwhinModel
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,17 @@ class ShardedTwhin:
         return rates
 
 
+def check_compute_kernels(config: TwhinModelConfig, device_type: str) -> None:
+    """UVM kernels put tables in GPU-mapped host memory: a CUDA-only choice, refused early."""
+    for index, table in enumerate(config.embeddings.tables):
+        if table.compute_kernel is not ComputeKernel.FUSED and device_type != "cuda":
+            raise ValueError(
+                f"model.embeddings.tables[{index}].compute_kernel: {table.compute_kernel.value} "
+                f"needs a CUDA device (this run is on {device_type}, where tables already live "
+                "in host memory); remove it or use fused"
+            )
+
+
 def shard_model(
     config: TwhinModelConfig, device: torch.device, seed: int, world_size: int, local_size: int
 ) -> ShardedTwhin:
@@ -90,7 +102,11 @@ def shard_model(
         table.name: ParameterConstraints(
             sharding_types=[table.sharding_type.value]
             if table.sharding_type
-            else DEFAULT_SHARDING_TYPES
+            else DEFAULT_SHARDING_TYPES,
+            compute_kernels=[table.compute_kernel.value],
+            cache_params=CacheParams(load_factor=table.cache_load_factor)
+            if table.cache_load_factor is not None
+            else None,
         )
         for table in config.embeddings.tables
     }
@@ -101,7 +117,11 @@ def shard_model(
         constraints=constraints,
     )
     plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
-    sharded = DistributedModelParallel(model, device=device, plan=plan, sharders=[sharder])
+    # DDP around the scorer only synchronises the relation parameters' gradients across ranks;
+    # alone, it would cost an all-reduce and hooks every step for nothing.
+    sharded = DistributedModelParallel(
+        model, device=device, plan=plan, sharders=[sharder], init_data_parallel=world_size > 1
+    )
     initialize_tables(sharded, config, seed)
 
     dense_parameters = dict(in_backward_optimizer_filter(sharded.named_parameters()))
