@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from tests.conftest import (
@@ -23,16 +22,6 @@ from tests.conftest import (
 from tml.core.checkpoint import complete_checkpoints
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.export import export, load_tables
-
-
-@pytest.fixture(scope="module")
-def trained_run(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three epochs of configs/local.yaml (test-sized) on 2 ranks, with validation."""
-    tmp = tmp_path_factory.mktemp("trained")
-    config = small_config(small_graph, num_epochs=3, eval_log_every_n=100, checkpoint_every_n=100)
-    result = run_torchrun(2, write_config(tmp / "config.yaml", config), tmp / "run")
-    assert_ok(result)
-    return tmp / "run"
 
 
 def read_metrics(save_dir: Path) -> list[dict]:

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from tml.core.metrics import MetricsWriter
+from tml.core.progress import ProgressBar
 
 
 @dataclass
@@ -46,9 +47,11 @@ def train_loop(
     window_edges = torch.zeros((), dtype=torch.float64, device=device)
     window_start, run_start = time.perf_counter(), time.perf_counter()
     steps_done_in_window = 0
+    progress = ProgressBar(schedule.start_step, schedule.total_steps, enabled=metrics.enabled)
     for step in range(schedule.start_step, schedule.total_steps):
         rates = set_learning_rates(step)
         output = pipeline.progress(batches)
+        progress.update()
         edges = output["weight"].sum()
         window_loss += output["loss"].double() * edges
         window_edges += edges
@@ -60,17 +63,17 @@ def train_loop(
             dist.all_reduce(totals)  # every rank's edges: the job's loss and throughput
             elapsed = time.perf_counter() - window_start
             seconds_per_step = (time.perf_counter() - run_start) / (done - schedule.start_step)
-            metrics.write(
-                {
-                    "step": done,
-                    "epoch": step // schedule.steps_per_epoch,
-                    "loss": float(totals[0] / totals[1].clamp(min=1)),
-                    "lr": rates,
-                    "edges_per_s": float(totals[1]) / max(elapsed, 1e-9),
-                    "step_ms": 1000 * elapsed / steps_done_in_window,
-                    "eta_s": seconds_per_step * (schedule.total_steps - done),
-                }
-            )
+            record = {
+                "step": done,
+                "epoch": step // schedule.steps_per_epoch,
+                "loss": float(totals[0] / totals[1].clamp(min=1)),
+                "lr": rates,
+                "edges_per_s": float(totals[1]) / max(elapsed, 1e-9),
+                "step_ms": 1000 * elapsed / steps_done_in_window,
+                "eta_s": seconds_per_step * (schedule.total_steps - done),
+            }
+            metrics.write(record)
+            progress.show(record)
             window_loss.zero_()
             window_edges.zero_()
             window_start, steps_done_in_window = time.perf_counter(), 0
@@ -82,3 +85,4 @@ def train_loop(
             evaluate(done)
         if done % schedule.checkpoint_every == 0 or last:
             save_checkpoint(done)
+    progress.close()
