@@ -23,12 +23,15 @@ from tml.projects.twhin.embedding_files import FORMATS, read_table, relation_sco
 from tml.projects.twhin.export import export
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.model import EdgeScorer
+from tml.projects.twhin.neighbors import find_neighbors
 from tml.projects.twhin.search import FaissIndex, exact_search
 
 PEOPLE = ["ann", "bob", "tab\there", "dora", "eve", "fay", None]  # None: no vocabulary entry
 
 
-def make_run(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def make_run(
+    tmp_path: Path, reciprocal: bool = False
+) -> tuple[Path, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """A save dir with config.yaml and checkpoints/step_1, and the graph's vocab/ for `person`."""
     graph = tmp_path / "graph"
     (graph / "train").mkdir(parents=True)
@@ -51,6 +54,7 @@ def make_run(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, t
             ]},
             "relations": [{"name": "lives_in", "lhs": "person", "rhs": "place",
                            "operator": "translation"}],
+            "reciprocal_relations": reciprocal,
         },
         "train_data": {"data_root": str(graph / "train"), "per_replica_batch_size": 4,
                        "global_negatives": 1, "in_batch_negatives": 0},
@@ -136,3 +140,24 @@ def test_exact_search_leaves_out_the_excluded_row() -> None:
     scores, rows = exact_search(table[:2], table, "cos", k=3, exclude=torch.tensor([0, 1]))
     assert 0 not in rows[0] and 1 not in rows[1]
     assert rows.shape == (2, 3) and np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_rhs_queries_go_through_the_reverse_operator_with_reciprocal_relations(
+    tmp_path: Path,
+) -> None:
+    save_dir, tables, dense = make_run(tmp_path, reciprocal=True)
+    export(save_dir)
+    result = find_neighbors(save_dir, "place", ["2"], relation="lives_in", k=3)
+    # Brute force: who lives in place 2, by <e_person, rev(e_place)> (the dot comparator).
+    reverse = dense["scorer.reverse_operators.0.translation"]
+    scores = tables["person"] @ (tables["place"][2].float() + reverse)
+    best = scores.topk(3)
+    neighbours = result["results"][0]["neighbors"]
+    assert result["target"] == "person"
+    assert [n["id"] for n in neighbours] == best.indices.tolist()
+    assert [n["name"] for n in neighbours] == [PEOPLE[i] for i in best.indices.tolist()]
+    np.testing.assert_allclose([n["score"] for n in neighbours], best.values, rtol=1e-5)
+    with pytest.raises(ValueError, match="--relation 'nope' is not one of lives_in"):
+        find_neighbors(save_dir, "place", ["2"], relation="nope")
+    with pytest.raises(KeyError, match="'zed' is not a name or an id of table 'person'"):
+        find_neighbors(save_dir, "person", ["zed"])
