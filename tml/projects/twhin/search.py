@@ -13,9 +13,10 @@ l1          L1                                 -v
 =========  =================================  ===========================
 
 The index is an inverted file (IVF: `nlist` clusters, `nprobe` of them searched per query,
-approximate) for large tables and a flat one (exhaustive, exact) for small ones. It is stored
-under `D/index/<table>.<comparator>.faiss` with a JSON note of the file it was built from, and
-rebuilt when that file changes.
+approximate; by default nlist/16 clusters, at least 8, are searched) for large tables and a
+flat one (exhaustive, exact) for small ones. It is stored under
+`D/index/<table>.<comparator>.faiss` with a JSON note of the file it was built from, and rebuilt
+when that file changes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -36,6 +38,8 @@ FLAT_BELOW_ROWS = 50_000
 """Tables smaller than this get an exhaustive flat index: IVF saves nothing there."""
 TRAIN_ROWS_PER_LIST = 64
 """Rows sampled per IVF cluster to train its centroids (faiss warns below 39)."""
+MIN_NPROBE = 8
+"""Default clusters searched: nlist/16 (about 6% of the rows), at least this many."""
 
 
 def exact_search(
@@ -53,7 +57,7 @@ def exact_search(
     return scores.numpy(), rows.numpy()
 
 
-def _faiss():  # noqa: ANN202 - the module
+def _faiss() -> ModuleType:
     import faiss  # imported on demand: most commands never search
 
     return faiss
@@ -128,9 +132,13 @@ class FaissIndex:
     def search(
         self, queries: np.ndarray, k: int, nprobe: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows), (q, k) each, best first; rows -1 where fewer than k were found."""
-        if nprobe is not None and hasattr(self.index, "nprobe"):
-            self.index.nprobe = nprobe
+        """(scores, rows), (q, k) each, best first; rows -1 where fewer than k were found.
+
+        `nprobe`: IVF clusters to search (default nlist/16, at least MIN_NPROBE).
+        """
+        if self.nlist:
+            default = max(MIN_NPROBE, self.nlist // 16)
+            self.index.nprobe = min(self.nlist, nprobe if nprobe is not None else default)
         values, rows = self.index.search(_prepare(queries, self.comparator), k)
         return _to_scores(values, self.comparator), rows
 

@@ -23,7 +23,7 @@ _SKIP = {"time", "split"}
 
 def _value(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        return f"{value:.4g}" if abs(value) < 1e3 else f"{value:,.0f}"
     return str(value)
 
 
