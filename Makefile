@@ -17,7 +17,7 @@ IMAGE_CPU ?= tml-twhin:cpu
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
 
 .PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \
-	bench-quality bench
+	bench-quality bench report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -43,6 +43,9 @@ $(SYNTHETIC_DIR)/graph.json: | $(VENV)/.installed
 run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks into SAVE_DIR
 	$(VENV)/bin/torchrun --standalone --nnodes 1 --nproc_per_node $(NPROC) \
 		tml/projects/twhin/run.py --config_yaml_path=$(CONFIG) --save_dir=$(SAVE_DIR)
+
+report: setup  ## plots and an index.html of SAVE_DIR's run into SAVE_DIR/report
+	$(PY) -m tml.projects.twhin.report --save_dir=$(SAVE_DIR)
 
 test: setup lint  ## lint, then the whole test suite
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q

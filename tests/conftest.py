@@ -33,6 +33,19 @@ def small_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_run(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three epochs of configs/local.yaml (test-sized) on 2 ranks, with validation; rank 0's
+    log is kept as `train.log` beside the save dir."""
+    tmp = tmp_path_factory.mktemp("trained")
+    config = small_config(small_graph, num_epochs=3, eval_log_every_n=100, checkpoint_every_n=100)
+    config["runtime"]["profile_steps"] = 5
+    result = run_torchrun(2, write_config(tmp / "config.yaml", config), tmp / "run")
+    assert_ok(result)
+    (tmp / "train.log").write_text(result.stdout)
+    return tmp / "run"
+
+
 def small_config(graph: Path, **training: Any) -> dict[str, Any]:
     """configs/local.yaml re-pointed at the small graph, with test-sized tables and steps."""
     config = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())

@@ -1,4 +1,5 @@
-"""A new knowledge graph end to end with no hand edits: import -> run.py -> evaluate."""
+"""A new knowledge graph end to end with no hand edits: import -> run.py -> evaluate -> neighbors
+by name."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from tests.conftest import REPO, RUN_PY, assert_ok, torchrun_env
+from tml.projects.twhin.embedding_files import read_table
 
 
 def write_tsv(path: Path, rows: np.ndarray) -> None:
@@ -55,3 +58,20 @@ def test_imported_graph_trains_and_evaluates_without_edits(tmp_path: Path) -> No
     assert metrics["split"] == "test" and metrics["filtered"] and metrics["edges"] == 50
     # Random ranking over 50 entities gives an MRR near 0.09; knowing the groups, about 0.3.
     assert metrics["mrr"] > 0.2, metrics
+    # The export carries the importer's names, and neighbours are asked for and shown by name.
+    vocabulary = pq.read_table(out / "vocab" / "entity.parquet").to_pydict()
+    exported = read_table(save_dir / "embeddings", "entity")
+    assert [exported.names[i] for i in vocabulary["id"]] == vocabulary["name"]
+    neighbours = subprocess.run(
+        [sys.executable, "-m", "tml.projects.twhin.neighbors", f"--save_dir={save_dir}",
+         "--table", "entity", "--query", "person1", "--relation", "knows_1", "-k", "3"],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert_ok(neighbours)
+    header, columns, *rows = neighbours.stdout.strip().splitlines()
+    assert header.startswith("entity 'person1' (id ") and "knows_1" in header
+    assert columns.split() == ["rank", "id", "name", "score"] and len(rows) == 3
+    # knows_1 links group g to group g + 1: person1 (group 0) knows people 10..19.
+    named = [row.split()[2] for row in rows]
+    assert all(name.startswith("person") for name in named), neighbours.stdout
+    assert sum(10 <= int(name.removeprefix("person")) < 20 for name in named) >= 2, named

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from tests.conftest import (
@@ -23,17 +22,6 @@ from tests.conftest import (
 from tml.core.checkpoint import complete_checkpoints
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.export import export, load_tables
-
-
-@pytest.fixture(scope="module")
-def trained_run(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three epochs of configs/local.yaml (test-sized) on 2 ranks, with validation."""
-    tmp = tmp_path_factory.mktemp("trained")
-    config = small_config(small_graph, num_epochs=3, eval_log_every_n=100, checkpoint_every_n=100)
-    config["runtime"]["profile_steps"] = 5
-    result = run_torchrun(2, write_config(tmp / "config.yaml", config), tmp / "run")
-    assert_ok(result)
-    return tmp / "run"
 
 
 def read_metrics(save_dir: Path) -> list[dict]:
@@ -166,7 +154,7 @@ def test_original_twhin_field_set_trains_with_two_ranks(small_graph: Path, tmp_p
     result = run_torchrun(2, write_config(tmp_path / "config.yaml", config), tmp_path / "run")
     assert_ok(result)
     records = read_metrics(tmp_path / "run")
-    assert records[-1]["split"] == "validation" and records[-1]["edges"] == 10
+    assert read_metrics_split(tmp_path / "run", "validation")[-1]["edges"] == 10
     steps = [r["step"] for r in records if "split" not in r]
     assert steps[-1] == 50  # 9,990 edges / (500 x 2 ranks) = 10 steps per epoch, 5 epochs
     assert embeddings(tmp_path / "run", "user").shape == (424_241, 4)

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from tml.core.metrics import MetricsWriter
 from tml.core.profiling import StepProfiler
+from tml.core.progress import ProgressBar
 
 
 @dataclass
@@ -50,10 +51,12 @@ def train_loop(
     window_edges = torch.zeros((), dtype=torch.float64, device=device)
     window_start, run_start = time.perf_counter(), time.perf_counter()
     steps_done_in_window = 0
+    progress = ProgressBar(schedule.start_step, schedule.total_steps, enabled=metrics.enabled)
     for step in range(schedule.start_step, schedule.total_steps):
         rates = set_learning_rates(step)
         with profiler.around(step) if profiler else nullcontext():
             output = pipeline.progress(batches)
+        progress.update()
         edges = output["weight"].sum()
         window_loss += output["loss"].double() * edges
         window_edges += edges
@@ -78,6 +81,7 @@ def train_loop(
             if last:
                 record["peak_rss_mb"] = _peak_rss_mb_per_rank(device)
             metrics.write(record)
+            progress.show(record)
             window_loss.zero_()
             window_edges.zero_()
             window_start, steps_done_in_window = time.perf_counter(), 0
@@ -89,6 +93,7 @@ def train_loop(
             evaluate(done)
         if done % schedule.checkpoint_every == 0 or last:
             save_checkpoint(done)
+    progress.close()
 
 
 def _peak_rss_mb_per_rank(device: torch.device) -> dict[str, float]:

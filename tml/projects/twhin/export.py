@@ -1,36 +1,51 @@
-"""Export trained embeddings from a checkpoint to parquet, offline (no process group).
+"""Export trained embeddings from a checkpoint, offline (no process group).
 
     python -m tml.projects.twhin.export --save_dir D [--checkpoint step_N]
+        [--format parquet|npy|tsv[,...]]
 
-writes `D/embeddings/<table>.parquet` (id int64, embedding fixed_size_list<float32>) and
-`D/embeddings/relations.parquet` (name, lhs, rhs, operator, parameters as JSON; a reverse
-operator's parameters, with reciprocal relations, are prefixed `reverse.`). It reads the
-sharded checkpoint of any world size: DCP assembles full tables from the shards.
+writes `D/embeddings/<table>.<format>` (formats and columns: embedding_files.py), with entity
+names where the graph has an importer vocabulary, and `D/embeddings/relations.parquet` (name,
+lhs, rhs, operator, parameters as JSON). It reads the sharded checkpoint of any world size.
+
+Tables larger than memory: a table is read in row windows of at most `ROWS_PER_READ` rows, cut at
+the row boundaries of the saved shards, and each window goes to the writers before the next is
+read. DCP's resharding reads exactly the saved pieces that overlap a window (`_RowWindowPlanner`
+describes the window as a chunk at its row offset). Its file reader deserialises a saved shard
+whole before copying the rows out, so memory peaks at one saved shard plus one window: a
+row-wise table of R shards never needs more than ~1/R of it, and a table-wise one (a single
+shard) is held once, never twice, at the price of re-reading it for each window.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, Metadata, MetadataIndex
+from torch.distributed.checkpoint.planner import LoadPlan
+from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from tml.core.checkpoint import complete_checkpoints, is_complete
 from tml.core.config import ConfigError, load_config
 from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.data.graph_files import read_names, vocabulary_path
+from tml.projects.twhin.embedding_files import FORMATS, RELATIONS_FILE, WRITERS, relation_records
+from tml.projects.twhin.models.config import EmbeddingTableConfig
 from tml.projects.twhin.models.model import EdgeScorer
 
 log = logging.getLogger(__name__)
 
 CONFIG_COPY = "config.yaml"
-ROWS_PER_WRITE = 1 << 20
+ROWS_PER_READ = 1 << 20
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -47,80 +62,137 @@ def resolve_checkpoint(save_dir: Path, checkpoint: str | None) -> Path:
     return found[-1]
 
 
+def _table_key(table: str) -> str:
+    """The checkpoint key of a table's weight (the trainer saves the model under "model")."""
+    return f"model.tables.embedding_bags.{table}.weight"
+
+
+def load_dense(config: TwhinConfig, checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The relation operators' parameters, `scorer.`-prefixed as in the model's state."""
+    dense = {f"scorer.{k}": v for k, v in EdgeScorer(config.model).state_dict().items()}
+    dcp.load({"model": dense}, checkpoint_id=str(checkpoint), no_dist=True)
+    return dense
+
+
 def load_tables(
     config: TwhinConfig, checkpoint: Path
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Full tables and dense (relation operator) parameters from a sharded checkpoint."""
+    """Full tables (all in memory, for evaluation) and the dense parameters."""
     tables = {
         table.name: torch.empty(
             table.num_embeddings, table.embedding_dim, dtype=_TORCH_DTYPES[table.data_type.value]
         )
         for table in config.model.embeddings.tables
     }
-    dense = {f"scorer.{k}": v for k, v in EdgeScorer(config.model).state_dict().items()}
-    model_state = {f"tables.embedding_bags.{name}.weight": t for name, t in tables.items()}
-    model_state.update(dense)
-    dcp.load({"model": model_state}, checkpoint_id=str(checkpoint), no_dist=True)
-    return tables, dense
+    dcp.load({_table_key(name): t for name, t in tables.items()}, checkpoint_id=str(checkpoint),
+             no_dist=True)  # fmt: skip
+    return tables, load_dense(config, checkpoint)
 
 
-def _write_atomically(path: Path, schema: pa.Schema, chunks: Iterable[pa.Table]) -> None:
-    """Write parquet under a temporary name and rename, so readers never see half a file."""
-    staging = path.with_name(f".{path.name}.tmp")
-    with pq.ParquetWriter(staging, schema) as writer:
-        for chunk in chunks:
-            writer.write_table(chunk)
-    staging.replace(path)
+class _RowWindowPlanner(DefaultLoadPlanner):
+    """Loads rows [start, start + len(window)) of one saved 2-D tensor into `window`.
+
+    The default planner insists that the destination has the saved tensor's full size; this one
+    presents the window as a chunk at row `start` and lets DCP's resharding find the overlaps.
+    """
+
+    def __init__(self, key: str, start: int, window: torch.Tensor) -> None:
+        super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False)
+        self._key, self._start, self._window = key, start, window
+
+    def create_local_plan(self) -> LoadPlan:
+        chunk = ChunkStorageMetadata(
+            offsets=torch.Size([self._start, 0]), sizes=self._window.size()
+        )
+        saved = self.metadata.state_dict_metadata[self._key]
+        return LoadPlan(create_read_items_for_chunk_list(self._key, saved, [chunk]))
+
+    def lookup_tensor(self, index: MetadataIndex) -> torch.Tensor:
+        return self._window
 
 
-def _embedding_chunks(weights: torch.Tensor) -> Iterator[pa.Table]:
-    dim = weights.shape[1]
-    for start in range(0, weights.shape[0], ROWS_PER_WRITE):
-        block = weights[start : start + ROWS_PER_WRITE].float().numpy()
-        ids = pa.array(range(start, start + len(block)), pa.int64())
-        values = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
-        yield pa.table({"id": ids, "embedding": values})
+def row_windows(metadata: Metadata, key: str, num_rows: int, max_rows: int) -> list[range]:
+    """Row ranges of at most `max_rows` that never straddle a saved shard's row boundary."""
+    chunks = metadata.state_dict_metadata[key].chunks
+    bounds = sorted(
+        {0, num_rows}
+        | {chunk.offsets[0] for chunk in chunks}
+        | {chunk.offsets[0] + chunk.sizes[0] for chunk in chunks}
+    )
+    return [
+        range(start, min(start + max_rows, stop))
+        for low, stop in itertools.pairwise(bounds)
+        for start in range(low, stop, max_rows)
+    ]
 
 
-def export(save_dir: str | Path, checkpoint: str | None = None) -> list[Path]:
+def iter_table_rows(
+    checkpoint: Path, table: EmbeddingTableConfig, max_rows: int = ROWS_PER_READ
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, rows) of a table, window by window, in row order."""
+    key = _table_key(table.name)
+    metadata = dcp.FileSystemReader(str(checkpoint)).read_metadata()
+    if key not in metadata.state_dict_metadata:
+        raise FileNotFoundError(f"checkpoint {checkpoint} has no table {table.name!r}")
+    dtype = _TORCH_DTYPES[table.data_type.value]
+    for rows in row_windows(metadata, key, table.num_embeddings, max_rows):
+        window = torch.empty(len(rows), table.embedding_dim, dtype=dtype)
+        dcp.load({key: window}, checkpoint_id=str(checkpoint), no_dist=True,
+                 planner=_RowWindowPlanner(key, rows.start, window))  # fmt: skip
+        yield rows.start, window
+
+
+def export_table(
+    config: TwhinConfig, checkpoint: Path, table: EmbeddingTableConfig, out_dir: Path,
+    formats: Sequence[str],
+) -> list[Path]:  # fmt: skip
+    """Stream one table from the checkpoint into every requested format."""
+    vocabulary = vocabulary_path(config, table.name)
+    names = read_names(vocabulary, table.num_embeddings) if vocabulary else None
+    writers = [
+        WRITERS[name](out_dir, table.name, table.num_embeddings, table.embedding_dim,
+                      named=names is not None)
+        for name in formats
+    ]  # fmt: skip
+    for start, rows in iter_table_rows(checkpoint, table):
+        block = rows.float().numpy()
+        block_names = names[start : start + len(block)] if names is not None else None
+        for writer in writers:
+            writer.write(block, block_names)
+    return [path for writer in writers for path in writer.close()]
+
+
+def export(
+    save_dir: str | Path, checkpoint: str | None = None, formats: Sequence[str] = ("parquet",)
+) -> list[Path]:
     """Write the embeddings and relations of `checkpoint` (default newest); returns the files."""
     save_dir = Path(save_dir)
     config = load_config(TwhinConfig, save_dir / CONFIG_COPY)
     path = resolve_checkpoint(save_dir, checkpoint)
-    tables, dense = load_tables(config, path)
     out_dir = save_dir / "embeddings"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, weights in tables.items():
-        schema = pa.schema(
-            [("id", pa.int64()), ("embedding", pa.list_(pa.float32(), weights.shape[1]))]
-        )
-        target = out_dir / f"{name}.parquet"
-        _write_atomically(target, schema, _embedding_chunks(weights))
-        written.append(target)
-    relations = []
-    for index, relation in enumerate(config.model.relations):
-        parameters = {}
-        for kind, label in (("operators", ""), ("reverse_operators", "reverse.")):
-            prefix = f"scorer.{kind}.{index}."
-            for key, value in dense.items():
-                if key.startswith(prefix):
-                    parameters[label + key.removeprefix(prefix)] = value.tolist()
-        relations.append(
-            {
-                "name": relation.name,
-                "lhs": relation.lhs,
-                "rhs": relation.rhs,
-                "operator": relation.operator,
-                "parameters": json.dumps(parameters),
-            }
-        )
-    target = out_dir / "relations.parquet"
-    relations_table = pa.Table.from_pylist(relations)
-    _write_atomically(target, relations_table.schema, [relations_table])
+    for table in config.model.embeddings.tables:
+        written += export_table(config, path, table, out_dir, formats)
+    relations = pa.Table.from_pylist(relation_records(config, load_dense(config, path)))
+    target = out_dir / RELATIONS_FILE
+    staging = target.with_name(f".{target.name}.tmp")
+    pq.write_table(relations, staging)
+    staging.replace(target)
     written.append(target)
-    log.info("exported %s from %s to %s", ", ".join(tables), path, out_dir)
+    names = ", ".join(table.name for table in config.model.embeddings.tables)
+    log.info("exported %s (%s) from %s to %s", names, ", ".join(formats), path, out_dir)
     return written
+
+
+def _formats(text: str) -> list[str]:
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in FORMATS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(unknown) or text!r}; choose from {', '.join(FORMATS)}"
+        )
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,11 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", default=None, help="step_N under save_dir/checkpoints, or a path."
     )
+    parser.add_argument(
+        "--format", type=_formats, default=["parquet"],
+        help=f"One or more of {', '.join(FORMATS)}, comma-separated (default: parquet).",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        files = export(args.save_dir, args.checkpoint)
-    except (ConfigError, FileNotFoundError) as exc:
+        files = export(args.save_dir, args.checkpoint, args.format)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for file in files:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import EdgeDataset
 from tml.projects.twhin.export import CONFIG_COPY, export
 from tml.projects.twhin.models.sharding import ShardedTwhin, check_compute_kernels, shard_model
+from tml.projects.twhin.table_norms import table_norm_stats
 from tml.projects.twhin.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -212,20 +213,43 @@ class TwhinTrainer:
         log.info("checkpoint written: %s", path)
 
     def _describe(self, start_step: int) -> None:
+        """Say at start what this run will do: world, plan, data, steps, cadences, outputs."""
         data = self.run.train_data
         training = self.config.training
         log.info(
-            "world size %d on %s; train edges %s in %d files; %d steps/epoch of %d edges/rank",
+            "world size %d on %s; train edges %s in %d files; %d steps/epoch of %d edges/rank "
+            "(%s edges per global batch)",
             self.ctx.world_size, self.ctx.device, f"{data.num_edges:,}", len(data.files),
             self.steps_per_epoch, data.config.per_replica_batch_size,
+            f"{data.config.per_replica_batch_size * self.ctx.world_size:,}",
         )  # fmt: skip
-        for table, placement in self.sharded.plan.items():
-            log.info("table %s: %s", table, placement)
+        for table in self.config.model.embeddings.tables:
+            size = (
+                table.num_embeddings * table.embedding_dim * (2 if table.data_type == "fp16" else 4)
+            )
+            log.info(
+                "table %s: %s x %d %s (%.1f MiB), %s",
+                table.name, f"{table.num_embeddings:,}", table.embedding_dim,
+                table.data_type.value, size / 2**20, self.sharded.plan[table.name],
+            )  # fmt: skip
         log.info(
             "training steps %d -> %d (num_train_steps=%d, num_epochs=%d); checkpoint every %d "
             "steps into %s",
             start_step, self.total_steps, training.num_train_steps, training.num_epochs,
             training.checkpoint_every_n, self.checkpoints.directory,
+        )  # fmt: skip
+        validation = self.run.validation_data
+        if validation is not None and training.eval_log_every_n:
+            log.info(
+                "validation every %d steps on %s edges (num_eval_steps=%d)",
+                training.eval_log_every_n, f"{validation.num_edges:,}", training.num_eval_steps,
+            )  # fmt: skip
+        else:
+            log.info("no validation during training")
+        save_dir = self.run.save_dir
+        log.info(
+            "log every %d steps to %s and TensorBoard %s; embedding norms at each checkpoint",
+            training.train_log_every_n, save_dir / "metrics.jsonl", save_dir / "tensorboard",
         )  # fmt: skip
 
     def train(self) -> None:
@@ -244,46 +268,45 @@ class TwhinTrainer:
         def evaluate(step: int) -> None:
             self.metrics.write({"step": step, "split": "validation", **validator(pipeline)})
 
+        def checkpoint(step: int) -> None:
+            self.save(step)
+            norms = table_norm_stats(
+                self.sharded.model, self.config.model, self.ctx.device, self.ctx.rank
+            )
+            self.metrics.write({"step": step, "split": "embeddings", **norms})
+
+        training = self.config.training
         batches = Prefetcher(
             batch_stream(self.run.train_data, epoch, in_epoch, self.total_steps - start_step),
             depth=PREFETCH_BATCHES,
         )
         try:
-            self._loop(pipeline, batches, start_step, evaluate if validator else None)
+            train_loop(
+                pipeline=pipeline,
+                batches=batches,
+                schedule=LoopSchedule(
+                    start_step=start_step,
+                    total_steps=self.total_steps,
+                    steps_per_epoch=self.steps_per_epoch,
+                    log_every=training.train_log_every_n,
+                    checkpoint_every=training.checkpoint_every_n,
+                    eval_every=training.eval_log_every_n,
+                ),
+                set_learning_rates=self.sharded.set_learning_rates,
+                save_checkpoint=checkpoint,
+                evaluate=evaluate if validator is not None else None,
+                metrics=self.metrics,
+                device=self.ctx.device,
+                profiler=self._profiler(start_step),
+            )
         finally:
             batches.close()
 
-    def _loop(
-        self,
-        pipeline: TrainPipelineSparseDist,
-        batches: Iterator[EdgeBatch],
-        start_step: int,
-        evaluate: Callable[[int], None] | None,
-    ) -> None:
-        training = self.config.training
-        profile_steps = self.config.runtime.profile_steps
-        profiler = None
-        if profile_steps:
-            directory = self.run.save_dir / "profile"
-            profiler = StepProfiler(directory, self.ctx.rank, start_step, profile_steps)
-        train_loop(
-            pipeline=pipeline,
-            batches=batches,
-            schedule=LoopSchedule(
-                start_step=start_step,
-                total_steps=self.total_steps,
-                steps_per_epoch=self.steps_per_epoch,
-                log_every=training.train_log_every_n,
-                checkpoint_every=training.checkpoint_every_n,
-                eval_every=training.eval_log_every_n,
-            ),
-            set_learning_rates=self.sharded.set_learning_rates,
-            save_checkpoint=self.save,
-            evaluate=evaluate,
-            metrics=self.metrics,
-            device=self.ctx.device,
-            profiler=profiler,
-        )
+    def _profiler(self, start_step: int) -> StepProfiler | None:
+        steps = self.config.runtime.profile_steps
+        if not steps:
+            return None
+        return StepProfiler(self.run.save_dir / "profile", self.ctx.rank, start_step, steps)
 
 
 def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
