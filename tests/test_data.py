@@ -463,3 +463,27 @@ def test_a_negative_seed_is_rejected_by_the_config_or_usable_by_the_reader(edges
         return
     batches = list(dataset(config).batches(0))
     assert len(batches) == dataset(config).steps_per_epoch
+
+
+def test_global_negatives_per_chunk_come_from_each_chunks_relation(tmp_path):
+    # relation 0: 5 positives (chunks of 2: 3 chunks), relation 1: 1 positive (1 chunk),
+    # relations 2 and 3: none; room for ceil(8 / 2) + 4 = 8 owners, 4 of them unused.
+    edges = np.asarray(
+        [[0, 0, 5], [1, 0, 6], [2, 1, 7], [3, 0, 8], [4, 0, 9], [5, 0, 10]], dtype=np.int64
+    )
+    write_edges(tmp_path / "e.parquet", edges)
+    config = make_config(tmp_path, per_replica_batch_size=8, in_batch_negatives=1,
+                         global_negatives=3, global_negatives_per_chunk=True)  # fmt: skip
+    (batch,) = list(dataset(config, shuffle=False).batches(0))
+    layout = SlotLayout(8, 3, 1, len(RELATIONS), global_negatives_per_chunk=True)
+    assert layout.num_owners == 8 and batch.lookups.stride() == layout.num_slots
+    slot_table, slot_id = decode_slots(batch)
+    owner_relation = [0, 0, 0, 1]
+    for owner in range(layout.num_owners):
+        lhs, rhs = layout.lhs_negative_slots(owner), layout.rhs_negative_slots(owner)
+        if owner < len(owner_relation):
+            lhs_table, rhs_table = relation_tables(owner_relation[owner])
+            assert (slot_table[lhs] == lhs_table).all() and (slot_table[rhs] == rhs_table).all()
+        else:  # unused owners look up row 0 of the first table
+            assert (slot_table[lhs] == 0).all() and (slot_id[lhs] == 0).all()
+            assert (slot_table[rhs] == 0).all() and (slot_id[rhs] == 0).all()

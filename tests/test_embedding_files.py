@@ -22,7 +22,7 @@ from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.embedding_files import FORMATS, read_table, relation_scorer
 from tml.projects.twhin.export import export
 from tml.projects.twhin.models.comparators import COMPARATORS
-from tml.projects.twhin.models.model import EdgeScorer
+from tml.projects.twhin.models.scorer import EdgeScorer
 from tml.projects.twhin.neighbors import find_neighbors
 from tml.projects.twhin.search import FaissIndex, exact_search
 

@@ -201,13 +201,15 @@ def test_operators_reject_tables_of_different_dims(operator: str) -> None:
     assert OPERATORS[operator].dimension_problem(8, 8) is None
 
 
+@pytest.mark.parametrize("per_chunk", [False, True])
 @pytest.mark.parametrize("reciprocal", [False, True])
 @pytest.mark.parametrize("comparator", ["dot", "cos", "l2", "l1"])
 def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
-    comparator: str, reciprocal: bool
+    comparator: str, reciprocal: bool, per_chunk: bool
 ) -> None:
     """Every in-batch and uniform negative equals the comparator applied to that one corrupted
-    edge, for chunks that split a relation (7 positives in chunks of 3) and a partial chunk."""
+    edge, for chunks that split a relation (7 positives in chunks of 3) and a partial chunk,
+    with uniform negatives shared by a relation or drawn per chunk."""
     raw = {**CONFIG, "model": {**CONFIG["model"], "comparator": comparator,
                                "reciprocal_relations": reciprocal}}  # fmt: skip
     model = TwhinModel(TwhinConfig.model_validate(raw).model, table_device=torch.device("cpu"))
@@ -218,7 +220,8 @@ def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
     scorer = model.scorer
     for operator in (*scorer.operators, *(scorer.reverse_operators or [])):
         operator.translation.data = torch.randn(4) * 0.3
-    layout = SlotLayout(batch_size=12, global_negatives=2, in_batch_negatives=2, num_relations=2)
+    layout = SlotLayout(batch_size=12, global_negatives=2, in_batch_negatives=2, num_relations=2,
+                        global_negatives_per_chunk=per_chunk)  # fmt: skip
     builder = EdgeBatchBuilder(["user", "tweet"], [40, 30], [(0, 0), (0, 1)], layout)
     lhs = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
     rel = np.array([1, 1, 1, 1, 1, 0, 1, 1, 0, 0])
@@ -240,8 +243,10 @@ def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
         chunk = min(3, count)
         start = offsets[r] + (row - offsets[r]) // chunk * chunk
         partners = [p for p in range(start, min(start + chunk, offsets[r + 1])) if p != row]
-        uniform_lhs = list(range(*layout.lhs_negative_slots(r).indices(layout.num_slots)))
-        uniform_rhs = list(range(*layout.rhs_negative_slots(r).indices(layout.num_slots)))
+        # follows (3 positives) is chunk 0; fav's 7 positives are chunks 1, 2, 3
+        owner = (0 if r == 0 else 1 + (row - offsets[1]) // 3) if per_chunk else r
+        uniform_lhs = list(range(*layout.lhs_negative_slots(owner).indices(layout.num_slots)))
+        uniform_rhs = list(range(*layout.rhs_negative_slots(owner).indices(layout.num_slots)))
         head, tail = embedding(row), embedding(12 + row)
         expected = [compare.aligned(op(head), embedding(12 + p)) for p in partners]
         expected += [compare.aligned(op(head), embedding(slot)) for slot in uniform_rhs]

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.models.model import EdgeScorer
+from tml.projects.twhin.models.scorer import EdgeScorer
 
 FORMATS = ("parquet", "npy", "tsv")
 RELATIONS_FILE = "relations.parquet"

@@ -23,7 +23,7 @@ from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import DataError
 from tml.projects.twhin.export import CONFIG_COPY, load_tables, resolve_checkpoint
-from tml.projects.twhin.models.model import EdgeScorer
+from tml.projects.twhin.models.scorer import EdgeScorer
 from tml.projects.twhin.ranking import KnownEdges, evaluate_ranking
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.graph_files import read_names, vocabulary_path
 from tml.projects.twhin.embedding_files import FORMATS, RELATIONS_FILE, WRITERS, relation_records
 from tml.projects.twhin.models.config import EmbeddingTableConfig
-from tml.projects.twhin.models.model import EdgeScorer
+from tml.projects.twhin.models.scorer import EdgeScorer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tml.projects.twhin.models.comparators import Comparator
-from tml.projects.twhin.models.model import EdgeScorer
+from tml.projects.twhin.models.scorer import EdgeScorer
 
 SCORES_IN_MEMORY = 1 << 26  # floats per (queries x candidates) block: 256 MiB
 TABLE_CHUNK_ROWS = 1 << 16

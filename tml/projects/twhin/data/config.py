@@ -29,6 +29,14 @@ class TwhinDataConfig(BaseConfig):
         "scored as one matrix product per chunk at no extra lookup cost (PyTorch-BigGraph's "
         "batch negatives)."
     )
+    global_negatives_per_chunk: bool = pydantic.Field(
+        False,
+        description="Draw the global_negatives once per chunk of in_batch_negatives + 1 "
+        "positives (PyTorch-BigGraph's sampling) instead of once per relation and batch: about "
+        "as many distinct negatives as positives whatever the batch size, for one extra lookup "
+        "per positive and side when global_negatives = in_batch_negatives + 1. Keeps large "
+        "batches as accurate as small ones.",
+    )
     limit: pydantic.PositiveInt | None = pydantic.Field(
         None,
         description="Use at most this many edges, counted in the global order (files sorted "

@@ -6,8 +6,13 @@ TorchRec's all-to-alls require):
 
     slots [0, B)                      lhs entity of positive i
     slots [B, 2B)                     rhs entity of positive i
-    slots 2B + r*2G + [0, G)          uniform lhs negatives of relation r (from r's lhs table)
-    slots 2B + r*2G + G + [0, G)      uniform rhs negatives of relation r (from r's rhs table)
+    slots 2B + q*2G + [0, G)          uniform lhs negatives of owner q (from its lhs table)
+    slots 2B + q*2G + G + [0, G)      uniform rhs negatives of owner q (from its rhs table)
+
+The owners of uniform negatives are the relations (q = r: every positive of relation r in the
+batch shares its 2G negatives) or, with `global_negatives_per_chunk`, the chunks of K + 1
+positives of a relation (q counts chunks in relation order, PyTorch-BigGraph's sampling; the
+layout reserves room for the most chunks a batch can have and fills unused ones with row 0 of the first table).
 
 Each slot is one bag of size 1 in its table's feature and an empty bag in every other table's, so
 the pooled output of table t at slot s is the embedding of slot s when s belongs to t.
@@ -29,6 +34,8 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
+from tml.projects.twhin.data.chunks import chunks_per_relation, max_chunks
+
 
 @dataclass
 class EdgeBatch(Pipelineable):
@@ -40,6 +47,7 @@ class EdgeBatch(Pipelineable):
     # Plain ints, so the scorer can slice and chunk without reading a device tensor back:
     relation_offsets: tuple[int, ...]  # (R + 1): relation r's positives are rows [o[r], o[r+1])
     in_batch_negatives: int  # K: a relation's positives are scored in chunks of K + 1
+    global_negatives_per_chunk: bool  # uniform negatives drawn per chunk, not per relation
 
     def _map_tensors(self, apply: Callable[[Any], Any]) -> EdgeBatch:
         """A batch with `apply` run on each tensor field (the int fields are copied)."""
@@ -73,17 +81,25 @@ class SlotLayout:
     global_negatives: int  # G
     in_batch_negatives: int  # K
     num_relations: int  # R
+    global_negatives_per_chunk: bool = False
+
+    @property
+    def num_owners(self) -> int:
+        """Relations, or the most chunks a batch can have, each drawing 2G negatives."""
+        if not self.global_negatives_per_chunk:
+            return self.num_relations
+        return max_chunks(self.batch_size, self.in_batch_negatives, self.num_relations)
 
     @property
     def num_slots(self) -> int:
-        return 2 * self.batch_size + 2 * self.global_negatives * self.num_relations
+        return 2 * self.batch_size + 2 * self.global_negatives * self.num_owners
 
-    def lhs_negative_slots(self, relation: int) -> slice:
-        start = 2 * self.batch_size + 2 * self.global_negatives * relation
+    def lhs_negative_slots(self, owner: int) -> slice:
+        start = 2 * self.batch_size + 2 * self.global_negatives * owner
         return slice(start, start + self.global_negatives)
 
-    def rhs_negative_slots(self, relation: int) -> slice:
-        start = 2 * self.batch_size + 2 * self.global_negatives * relation + self.global_negatives
+    def rhs_negative_slots(self, owner: int) -> slice:
+        start = 2 * self.batch_size + 2 * self.global_negatives * owner + self.global_negatives
         return slice(start, start + self.global_negatives)
 
 
@@ -123,7 +139,7 @@ class EdgeBatchBuilder:
         weight = np.concatenate([np.ones(count, np.float32), np.zeros(padding, np.float32)])
 
         slot_table, slot_id = self._positive_slots(lhs, relation, rhs)
-        negative_table, negative_id = self._global_negative_slots(rng)
+        negative_table, negative_id = self._global_negative_slots(np.diff(offsets).tolist(), rng)
         return EdgeBatch(
             lookups=self._to_kjt(
                 np.concatenate([slot_table, negative_table]),
@@ -133,6 +149,7 @@ class EdgeBatchBuilder:
             weight=torch.from_numpy(weight),
             relation_offsets=tuple(offsets.tolist()),
             in_batch_negatives=layout.in_batch_negatives,
+            global_negatives_per_chunk=layout.global_negatives_per_chunk,
         )
 
     def _positive_slots(
@@ -143,16 +160,27 @@ class EdgeBatchBuilder:
         )
         return tables, np.concatenate([lhs, rhs])
 
-    def _global_negative_slots(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _global_negative_slots(
+        self, counts: list[int], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         layout = self.layout
         count = layout.global_negatives
         if count == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        # Per relation: G lhs negatives then G rhs negatives (see SlotLayout).
-        tables = np.stack([self.relation_lhs_table, self.relation_rhs_table], axis=1)
+        owner_relation = np.arange(layout.num_relations)
+        if layout.global_negatives_per_chunk:
+            chunks = chunks_per_relation(counts, layout.in_batch_negatives)
+            owner_relation = np.repeat(owner_relation, chunks)
+        # Per owner: G lhs negatives then G rhs negatives (see SlotLayout).
+        tables = np.stack(
+            [self.relation_lhs_table[owner_relation], self.relation_rhs_table[owner_relation]],
+            axis=1,
+        )
         tables = np.repeat(tables.reshape(-1), count)
         ids = np.floor(rng.random(len(tables)) * self.table_sizes[tables]).astype(np.int64)
-        return tables, ids
+        unused = 2 * count * (layout.num_owners - len(owner_relation))
+        filler = np.zeros(unused, np.int64)
+        return np.concatenate([tables, filler]), np.concatenate([ids, filler])
 
     def _to_kjt(self, slot_table: np.ndarray, slot_id: np.ndarray) -> KeyedJaggedTensor:
         num_tables = len(self.table_names)

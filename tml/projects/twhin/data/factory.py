@@ -26,6 +26,7 @@ def make_dataset(
             global_negatives=data.global_negatives,
             in_batch_negatives=data.in_batch_negatives,
             num_relations=len(relations),
+            global_negatives_per_chunk=data.global_negatives_per_chunk,
         ),
     )
     return EdgeDataset(

@@ -1,0 +1,24 @@
+"""How a batch's positives are cut into chunks: shared by the batch builder and the scorer.
+
+A relation's positives in a batch (contiguous, the batch is grouped by relation) are cut into
+chunks of K + 1 (K = in_batch_negatives), or form one chunk when there are fewer. In-batch
+negatives pair the positives of a chunk; with `global_negatives_per_chunk` each chunk also
+draws its own uniform negatives. Plain Python, so the scorer needs no data-side imports.
+"""
+
+from __future__ import annotations
+
+
+def chunk_size(count: int, in_batch_negatives: int) -> int:
+    """Positives per chunk for a relation with `count` positives in the batch (count > 0)."""
+    return min(in_batch_negatives + 1, count)
+
+
+def chunks_per_relation(counts: list[int], in_batch_negatives: int) -> list[int]:
+    """Number of chunks of each relation (0 for a relation without positives)."""
+    return [-(-count // chunk_size(count, in_batch_negatives)) if count else 0 for count in counts]
+
+
+def max_chunks(batch_size: int, in_batch_negatives: int, num_relations: int) -> int:
+    """Most chunks any batch can have (each relation adds at most one partial chunk)."""
+    return -(-batch_size // (in_batch_negatives + 1)) + num_relations
