@@ -7,6 +7,10 @@ power-law degrees and planted community structure that a good embedding should r
 Usage::
 
     python -m tml.projects.twhin.data.synthetic --out DIR [--seed S] [sizes]
+    python -m tml.projects.twhin.data.synthetic --out DIR --schema homogeneous --num-entities N
+
+The default schema is Twitter-like (user, tweet, advertiser); `homogeneous` has one entity table
+and four relations on it, the shape of PyTorch-BigGraph's throughput benchmark (`make bench`).
 
 Output under DIR:
 
