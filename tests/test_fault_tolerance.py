@@ -70,7 +70,7 @@ def test_killed_rank_is_restarted_by_torchrun_and_the_job_ends_like_an_uninterru
         kill_job(job)
     output = log.read_text()
     assert code == 0, output[-4000:]
-    assert "exitcode: -9" in output, "rank 1 was not killed mid-run"
+    assert output.count("world size 2 on") == 2, "torchrun did not restart the workers once"
     assert f"resumed from {save_dir / 'checkpoints'}/step_" in output
     assert_same_embeddings(save_dir, reference)
 

@@ -149,6 +149,7 @@ def test_unwritable_save_dir_is_refused_before_launch(tmp_path: Path, job: str) 
         ({"NNODES": "2"}, "NNODES=2 needs the first node's address"),
         ({"NNODES": "two"}, "NNODES=two is not a positive integer"),
         ({"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE=0 is not a positive integer"),
+        ({"GRACE_PERIOD_S": "soon"}, "GRACE_PERIOD_S=soon is not a positive integer"),
     ],
 )
 def test_bad_launch_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:

@@ -9,7 +9,8 @@ and exits non-zero. Long jobs on shared clusters need two things to go different
   later (default 30) are killed, and the job exits 1.
 * A worker that exits with INPUT_ERROR (bad config, data, save dir or checkpoint) is not
   restarted, since a restart would meet the same input: the job ends at once with that exit
-  code, and the worker's `error:` line is the message.
+  code, and the worker's `error:` line is the message. Other failures restart the group as
+  torchrun does (`--max_restarts`), its survivors killed at once rather than asked to stop.
 
 Everything else is torchrun's own: options, rendezvous, restarts after crashes, logs.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 import torch.distributed.launcher.api as launcher_api
-from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup
+from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup, WorkerState
 from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -48,14 +49,23 @@ def process_children() -> dict[int, list[int]]:
     return children
 
 
-class InputErrorsEndTheJob(LocalElasticAgent):
-    """torchrun's agent, except that a worker exiting with INPUT_ERROR uses up the restarts."""
+class TrainerAgent(LocalElasticAgent):
+    """torchrun's agent, except for how a failed worker group ends."""
 
     def _monitor_workers(self, worker_group: WorkerGroup) -> RunResult:
+        """A worker exiting with INPUT_ERROR uses up the restarts: the job ends."""
         result = super()._monitor_workers(worker_group)
         if any(failure.exitcode == INPUT_ERROR for failure in result.failures.values()):
             self._remaining_restarts = 0
         return result
+
+    def _stop_workers(self, worker_group: WorkerGroup) -> None:
+        """SIGKILL the survivors of a failed group: for them SIGTERM means "checkpoint at the
+        next step", which their broken process group cannot do, so it would only cost the 30 s
+        shutdown timeout. A healthy group (restarted because nodes joined) gets SIGTERM, and
+        checkpoints where it stands."""
+        failed = worker_group.state in {WorkerState.FAILED, WorkerState.UNHEALTHY}
+        self._shutdown(signal.SIGKILL if failed else signal.SIGTERM)
 
 
 class GracefulStop:
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     # restarted workers' process group finds the previous attempt's addresses in it (gloo:
     # "connectFullMesh failed ... Connection refused"). A store per attempt avoids that.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    launcher_api.LocalElasticAgent = InputErrorsEndTheJob  # the class torchrun instantiates
+    launcher_api.LocalElasticAgent = TrainerAgent  # the class torchrun's launcher instantiates
     try:
         run(args)
     except ChildFailedError as exc:
