@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NPROC ?= 2
+# Restarts of the worker group after a crash (each resumes from the newest checkpoint).
+MAX_RESTARTS ?= 3
 SAVE_DIR ?= runs/local
 CONFIG ?= configs/local.yaml
 SYNTHETIC_DIR ?= data/synthetic
@@ -40,8 +42,10 @@ data: $(SYNTHETIC_DIR)/graph.json  ## generate the synthetic Twitter-like graph 
 $(SYNTHETIC_DIR)/graph.json: | $(VENV)/.installed
 	$(PY) -m tml.projects.twhin.data.synthetic --out $(SYNTHETIC_DIR) --overwrite
 
+# tml.core.launch is torchrun that checkpoints and exits 0 on SIGTERM and does not retry bad input.
 run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks into SAVE_DIR
-	$(VENV)/bin/torchrun --standalone --nnodes 1 --nproc_per_node $(NPROC) \
+	$(PY) -m tml.core.launch --standalone --nnodes 1 --nproc_per_node $(NPROC) \
+		--max_restarts $(MAX_RESTARTS) \
 		tml/projects/twhin/run.py --config_yaml_path=$(CONFIG) --save_dir=$(SAVE_DIR)
 
 report: setup  ## plots and an index.html of SAVE_DIR's run into SAVE_DIR/report

@@ -3,7 +3,8 @@
 #
 #   entrypoint.sh [train|evaluate|export|COMMAND] [ARGS...]     (no argument: train)
 #
-# train    torchrun tml/projects/twhin/run.py on this node's GPUs (or 1 CPU process)
+# train    torchrun (as tml.core.launch) tml/projects/twhin/run.py on this node's GPUs (or 1 CPU
+#          process); SIGTERM makes it checkpoint at the next step and exit 0
 # evaluate python -m tml.projects.twhin.evaluate on the config and save dir
 # export   python -m tml.projects.twhin.export --save_dir (newest checkpoint -> parquet)
 # COMMAND  anything else runs as is (python, tensorboard, bash, ...)
@@ -18,7 +19,10 @@
 #                     (default MASTER_ADDR:MASTER_PORT, as Kubeflow and most schedulers set them)
 #   NODE_RANK         0 on the node that hosts the rendezvous store; unset: found from hostnames
 #   RDZV_ID           job id shared by all nodes (default tml-twhin)
-#   MAX_RESTARTS      torchrun restarts of the worker group after a failure (default 0)
+#   MAX_RESTARTS      torchrun restarts of the worker group after a crash (default 3); each
+#                     restart resumes from the newest checkpoint; bad inputs are not retried
+#   GRACE_PERIOD_S    seconds between SIGTERM and killing workers that have not checkpointed
+#                     and stopped yet (default 30; keep the scheduler's grace period longer)
 #   TML_APP_DIR       the tml-twhin checkout (default /usr/src/app, where the image has it)
 set -euo pipefail
 
@@ -78,7 +82,8 @@ torchrun_launch_args() {
     is_count "$nnodes" || die "NNODES=$nnodes is not a positive integer"
     [[ -n $nproc ]] || nproc=$(default_nproc)
     is_count "$nproc" || die "NPROC_PER_NODE=$nproc is not a positive integer"
-    launch=(--nnodes "$nnodes" --nproc_per_node "$nproc" --max_restarts "${MAX_RESTARTS:-0}")
+    is_count "${GRACE_PERIOD_S:-30}" || die "GRACE_PERIOD_S=$GRACE_PERIOD_S is not a positive integer"
+    launch=(--nnodes "$nnodes" --nproc_per_node "$nproc" --max_restarts "${MAX_RESTARTS:-3}")
     if [[ $nnodes == 1 ]]; then
         launch+=(--standalone)
         return
@@ -106,11 +111,12 @@ case $job in
     train)
         run_py=$app_dir/tml/projects/twhin/run.py
         [[ -f $run_py ]] || die "$run_py not found: set TML_APP_DIR to a tml-twhin checkout"
-        command -v torchrun >/dev/null || die "torchrun is not on PATH (activate the venv)"
+        command -v python >/dev/null || die "python is not on PATH (activate the venv)"
         require_config
         require_writable_save_dir
         torchrun_launch_args
-        set -- torchrun "${launch[@]}" "$run_py" \
+        # exec below: SIGTERM from the scheduler reaches the launcher, which forwards it.
+        set -- python -m tml.core.launch "${launch[@]}" "$run_py" \
             --config_yaml_path="$config" --save_dir="$save_dir" "$@"
         ;;
     evaluate)

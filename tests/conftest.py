@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tml.core.launch import process_children
 from tml.projects.twhin.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,10 +73,11 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def torchrun_command(nproc: int, config: Path, save_dir: Path) -> list[str]:
+def torchrun_command(nproc: int, config: Path, save_dir: Path, max_restarts: int = 0) -> list[str]:
+    """torchrun through tml.core.launch, as the entrypoint and `make run-local` start it."""
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-        "--nproc_per_node", str(nproc), str(RUN_PY),
+        sys.executable, "-m", "tml.core.launch", "--standalone", "--nnodes", "1",
+        "--nproc_per_node", str(nproc), "--max_restarts", str(max_restarts), str(RUN_PY),
         f"--config_yaml_path={config}", f"--save_dir={save_dir}",
     ]  # fmt: skip
 
@@ -85,37 +89,45 @@ def torchrun_env() -> dict[str, str]:
 
 
 def run_torchrun(
-    nproc: int, config: Path, save_dir: Path, timeout: float = 300
+    nproc: int, config: Path, save_dir: Path, timeout: float = 300, max_restarts: int = 0
 ) -> subprocess.CompletedProcess[str]:
     """Train for real: torchrun with gloo on CPU, the same command users run."""
     return subprocess.run(
-        torchrun_command(nproc, config, save_dir),
+        torchrun_command(nproc, config, save_dir, max_restarts),
         capture_output=True, text=True, timeout=timeout, env=torchrun_env(), cwd=REPO,
     )  # fmt: skip
 
 
-def start_torchrun(nproc: int, config: Path, save_dir: Path, log: Path) -> subprocess.Popen:
+def start_torchrun(
+    nproc: int, config: Path, save_dir: Path, log: Path, max_restarts: int = 0
+) -> subprocess.Popen:
     """Launch in its own process group, so a test can kill the whole job like a crash would."""
     handle = open(log, "w")  # noqa: SIM115 - closed with the process by the caller
     return subprocess.Popen(
-        torchrun_command(nproc, config, save_dir), stdout=handle, stderr=subprocess.STDOUT,
-        env=torchrun_env(), cwd=REPO, start_new_session=True,
+        torchrun_command(nproc, config, save_dir, max_restarts), stdout=handle,
+        stderr=subprocess.STDOUT, env=torchrun_env(), cwd=REPO, start_new_session=True,
     )  # fmt: skip
 
 
 def descendants(pid: int) -> list[int]:
     """All processes below `pid` (torchrun starts its workers in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    children = process_children()
     found, frontier = [], [pid]
     while frontier:
         found += (frontier := [c for p in frontier for c in children.get(p, [])])
     return found
+
+
+def worker_pid(launcher: subprocess.Popen, rank: int) -> int:
+    """The pid of the worker with global rank `rank` below a launcher."""
+    for pid in descendants(launcher.pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:  # torchrun's workers are its only children
+            return pid
+    raise LookupError(f"no worker with RANK={rank} below {launcher.pid}")
 
 
 def kill_job(process: subprocess.Popen) -> None:
@@ -132,3 +144,9 @@ def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, (
         f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     )
+
+
+def embeddings(save_dir: Path, table: str) -> np.ndarray:
+    """An exported table (save_dir/embeddings/<table>.parquet) as a rows x dim array."""
+    column = pq.read_table(save_dir / "embeddings" / f"{table}.parquet").column("embedding")
+    return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)

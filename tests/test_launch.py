@@ -79,9 +79,8 @@ def host_run(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     result = run_entrypoint(CONFIG_YAML_PATH=str(config), SAVE_DIR=str(tmp / "save"))
     assert_ok(result)
     # No GPU here, so the default is one process, launched standalone.
-    assert "entrypoint: torchrun --nnodes 1 --nproc_per_node 1 --max_restarts 0 --standalone" in (
-        result.stderr
-    )
+    launch = "python -m tml.core.launch --nnodes 1 --nproc_per_node 1 --max_restarts 3 --standalone"
+    assert f"entrypoint: {launch}" in result.stderr
     return config, tmp / "save"
 
 
@@ -150,6 +149,7 @@ def test_unwritable_save_dir_is_refused_before_launch(tmp_path: Path, job: str) 
         ({"NNODES": "2"}, "NNODES=2 needs the first node's address"),
         ({"NNODES": "two"}, "NNODES=two is not a positive integer"),
         ({"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE=0 is not a positive integer"),
+        ({"GRACE_PERIOD_S": "soon"}, "GRACE_PERIOD_S=soon is not a positive integer"),
     ],
 )
 def test_bad_launch_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:
@@ -378,6 +378,9 @@ def test_kubernetes_pytorchjob_matches_the_entrypoint() -> None:
         assert save["persistentVolumeClaim"]["claimName"] in claims
         assert mounts["/dev/shm"]["emptyDir"]["medium"] == "Memory"
         assert mounts["/data"]["persistentVolumeClaim"]["claimName"] in claims
+        # Kubernetes' SIGKILL must wait for the checkpoint the trainer writes on SIGTERM.
+        assert pod["terminationGracePeriodSeconds"] >= int(env["GRACE_PERIOD_S"]) + 30
+        assert int(env["MAX_RESTARTS"]) >= 3
 
 
 # Stand-ins for the scheduler, so train.sbatch itself runs: `srun` starts its command once per

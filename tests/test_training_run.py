@@ -13,6 +13,7 @@ import yaml
 from tests.conftest import (
     REPO,
     assert_ok,
+    embeddings,
     kill_job,
     run_torchrun,
     small_config,
@@ -30,11 +31,6 @@ def read_metrics(save_dir: Path) -> list[dict]:
 
 def read_metrics_split(save_dir: Path, split: str) -> list[dict]:
     return [r for r in read_metrics(save_dir) if r.get("split") == split]
-
-
-def embeddings(save_dir: Path, table: str) -> np.ndarray:
-    column = pq.read_table(save_dir / "embeddings" / f"{table}.parquet").column("embedding")
-    return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
 
 
 def test_profile_and_memory_say_where_the_time_and_memory_go(trained_run: Path) -> None:

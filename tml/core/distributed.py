@@ -19,6 +19,10 @@ import torch.distributed as dist
 
 log = logging.getLogger(__name__)
 
+# Exit code of a worker that met a bad input (config, data, save dir, checkpoint): one `error:`
+# line, and no restart, since a restarted worker would meet the same input (tml.core.launch).
+INPUT_ERROR = 2
+
 
 @dataclass(frozen=True)
 class DistributedContext:

@@ -2,7 +2,8 @@
 
 Model-specific work is passed in as callables, so the loop itself only orders the steps:
 set learning rates -> pipeline step (lookup, score, backward, fused update) -> log -> evaluate ->
-checkpoint. Every rank runs the same steps and calls the same collectives in the same order.
+checkpoint -> stop early if asked (preemption). Every rank runs the same steps and calls the same
+collectives in the same order.
 """
 
 from __future__ import annotations
@@ -45,8 +46,13 @@ def train_loop(
     metrics: MetricsWriter,
     device: torch.device,
     profiler: StepProfiler | None = None,
-) -> None:
-    """Run steps [start_step, total_steps) of `pipeline` over `batches`."""
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Run steps [start_step, total_steps) of `pipeline` over `batches`; returns the steps done.
+
+    `should_stop` is asked after every step (all ranks at once); when it says yes, the loop
+    checkpoints that step and returns early. `profiler` times a window of steps by stage.
+    """
     window_loss = torch.zeros((), dtype=torch.float64, device=device)
     window_edges = torch.zeros((), dtype=torch.float64, device=device)
     window_start, run_start = time.perf_counter(), time.perf_counter()
@@ -91,9 +97,14 @@ def train_loop(
             and (done % schedule.eval_every == 0 or last)
         ):
             evaluate(done)
-        if done % schedule.checkpoint_every == 0 or last:
+        stop = not last and should_stop is not None and should_stop()
+        if done % schedule.checkpoint_every == 0 or last or stop:
             save_checkpoint(done)
+        if stop:
+            progress.close()
+            return done
     progress.close()
+    return schedule.total_steps
 
 
 def _peak_rss_mb_per_rank(device: torch.device) -> dict[str, float]:

@@ -68,6 +68,13 @@ class TrainingConfig(BaseConfig):
         "weights and relation parameters initialise this run; optimizer state starts fresh. "
         "Ignored when save_dir already holds a checkpoint (then the run resumes).",
     )
+    resume_optimizer: bool = pydantic.Field(
+        True,
+        description="On resume, restore the optimizer state (Adagrad accumulators, steps) with "
+        "the weights. Set false to restore only the weights and start the optimizer fresh: "
+        "needed when row-wise Adagrad state must move to or from a column_wise table, which "
+        "it cannot (the resume says so).",
+    )
     checkpoint_every_n: pydantic.PositiveInt = pydantic.Field(
         1000, description="Write a checkpoint every this many steps, and always at the end."
     )

@@ -1,7 +1,8 @@
 """Entry point: `torchrun ... tml/projects/twhin/run.py --config_yaml_path=P --save_dir=D`.
 
 Parses flags, loads the config, checks inputs, starts the process group, trains, ends cleanly.
-Exit codes: 0 done, 2 bad config / save dir / data (one `error:` line), 1 failure while training.
+Exit codes: 0 done (or stopped by SIGTERM after a checkpoint), 2 bad config / save dir / data /
+checkpoint (one `error:` line; `tml.core.launch` does not restart those), 1 failure while training.
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ if __package__ in (None, ""):  # run as a script by torchrun: make `tml` importa
 
 import pydantic  # noqa: E402
 
+from tml.core.checkpoint import CheckpointError  # noqa: E402
 from tml.core.config import ConfigError, format_validation_error, load_config  # noqa: E402
-from tml.core.distributed import abort_job, configure_threads, init_distributed, shutdown  # noqa: E402
+from tml.core.distributed import (  # noqa: E402
+    INPUT_ERROR,
+    abort_job,
+    configure_threads,
+    init_distributed,
+    shutdown,
+)
 from tml.core.log_setup import setup_logging  # noqa: E402
+from tml.core.preemption import install_stop_handler  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
 from tml.projects.twhin.data.reader import DataError  # noqa: E402
 from tml.projects.twhin.train import SaveDirError, prepare, run_training  # noqa: E402
-
-INPUT_ERROR = 2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    install_stop_handler()  # SIGTERM from here on: checkpoint at the next step, exit 0
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         run_training(run, ctx)
     except (DataError, ValueError) as exc:
         abort_job(f"{exc}", INPUT_ERROR)
+    except CheckpointError as exc:  # e.g. a full disk: worth a restart, unlike bad input
+        abort_job(f"{exc}", 1)
     except Exception:  # one rank failing must end the job, not leave the others in a collective
         traceback.print_exc()
         abort_job(f"rank {ctx.rank} failed; see the traceback above", 1)

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
 import yaml
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-from tml.core.checkpoint import CheckpointManager
+from tml.core.checkpoint import CheckpointManager, step_directories
+from tml.core.config import ConfigError
 from tml.core.distributed import DistributedContext
 from tml.core.metrics import MetricsWriter, format_duration
 from tml.core.optimizers import fused_table_optimizer
+from tml.core.preemption import StopAgreement
 from tml.core.prefetch import Prefetcher
 from tml.core.profiling import StepProfiler
 from tml.core.train_loop import LoopSchedule, train_loop
@@ -32,6 +33,7 @@ from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import EdgeDataset
 from tml.projects.twhin.export import CONFIG_COPY, export
 from tml.projects.twhin.models.sharding import ShardedTwhin, check_compute_kernels, shard_model
+from tml.projects.twhin.resume import restore
 from tml.projects.twhin.table_norms import table_norm_stats
 from tml.projects.twhin.validation import Validator
 
@@ -81,10 +83,22 @@ def check_save_dir(save_dir: Path, config: TwhinConfig) -> None:
                 )
 
 
+def check_initial_checkpoint(save_dir: Path, config: TwhinConfig) -> None:
+    """A warm start (used only when the save dir has no checkpoint yet) must name a checkpoint."""
+    initial = config.training.initial_checkpoint_dir
+    if initial and not step_directories(save_dir / "checkpoints"):
+        if not (Path(initial) / ".metadata").is_file():
+            raise ConfigError(
+                f"training.initial_checkpoint_dir {initial}: no checkpoint there (no .metadata); "
+                "give another run's <save_dir>/checkpoints/step_N"
+            )
+
+
 def prepare(config: TwhinConfig, rank: int, world_size: int) -> PreparedRun:
     """Check the save dir and plan the data (parquet metadata only); no collectives."""
     save_dir = Path(config.training.save_dir)
     check_save_dir(save_dir, config)
+    check_initial_checkpoint(save_dir, config)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     for index, table in enumerate(config.model.embeddings.tables):  # e.g. adam on CPU
         fused_table_optimizer(
@@ -133,6 +147,8 @@ class TwhinTrainer:
         )
         self.metrics = MetricsWriter(run.save_dir / "metrics.jsonl", ctx.is_chief)
         self.steps_per_epoch = run.train_data.steps_per_epoch
+        self.position_offset = 0  # data position minus step; not 0 after a world size change
+        self._config_copied = False  # the config beside the checkpoints (export reads it)
         self.total_steps = min(training.num_train_steps, training.num_epochs * self.steps_per_epoch)
 
     def _state(self) -> dict:
@@ -141,62 +157,8 @@ class TwhinTrainer:
             "optim": self.sharded.optimizer.state_dict(),
         }
 
-    def restore(self) -> tuple[int, int, int]:
-        """Resume from the newest checkpoint, or warm start; returns (step, epoch, step_in_epoch)."""
-        latest = self.checkpoints.latest()
-        if latest is None:
-            initial = self.config.training.initial_checkpoint_dir
-            if initial:
-                self._warm_start(Path(initial))
-            return 0, 0, 0
-        state = self._state()
-        try:
-            saved = self.checkpoints.load(latest, state)
-        except Exception as exc:  # DCP reports a mismatch as a long multi-rank traceback
-            first_line = str(exc).strip().splitlines()[-1][:300]
-            raise ValueError(
-                f"cannot resume from {latest}: it does not fit this config's model "
-                f"({first_line}); use a new --save_dir or the config that wrote it"
-            ) from None
-        self.sharded.model.load_state_dict(state["model"])
-        self.sharded.optimizer.load_state_dict(state["optim"])
-        step = saved["step"]
-        data = self.run.train_data
-        same_layout = (saved["world_size"], saved["per_replica_batch_size"]) == (
-            self.ctx.world_size, data.config.per_replica_batch_size,
-        )  # fmt: skip
-        if same_layout:
-            epoch, in_epoch = saved["epoch"], saved["step_in_epoch"]
-        else:  # map the position by edges consumed in the epoch
-            edges = saved["step_in_epoch"] * saved["per_replica_batch_size"] * saved["world_size"]
-            epoch = saved["epoch"]
-            in_epoch = edges // (data.config.per_replica_batch_size * self.ctx.world_size)
-            log.warning(
-                "world size or batch size changed since %s; resuming epoch %d at step %d",
-                latest, epoch, in_epoch,
-            )  # fmt: skip
-        if in_epoch >= self.steps_per_epoch:
-            epoch, in_epoch = epoch + 1, 0
-        log.info(
-            "resumed from %s at step %d (epoch %d, step %d of it)", latest, step, epoch, in_epoch
-        )
-        return step, epoch, in_epoch
-
-    def _warm_start(self, path: Path) -> None:
-        """Table weights and relation parameters only; the optimizer state starts fresh."""
-        state = {"model": self.sharded.model.state_dict()}
-        try:
-            dcp.load(state, checkpoint_id=str(path))
-        except Exception as exc:
-            raise ValueError(
-                f"training.initial_checkpoint_dir {path}: cannot load its weights into this "
-                f"model ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
-            ) from None
-        self.sharded.model.load_state_dict(state["model"])
-        log.info("warm-started table weights and relation parameters from %s", path)
-
     def save(self, step: int) -> None:
-        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        epoch, in_epoch = divmod(step + self.position_offset, self.steps_per_epoch)
         path = self.checkpoints.save(
             step,
             self._state(),
@@ -210,6 +172,13 @@ class TwhinTrainer:
                 "seed": self.config.training.seed,
             },
         )
+        if self.ctx.is_chief and not self._config_copied:
+            # Only now: a run that fails before its first checkpoint leaves the save dir as it was.
+            config_copy = self.config.model_dump(mode="json", exclude_none=True)
+            (self.run.save_dir / CONFIG_COPY).write_text(
+                yaml.safe_dump(config_copy, sort_keys=False)
+            )
+            self._config_copied = True
         log.info("checkpoint written: %s", path)
 
     def _describe(self, start_step: int) -> None:
@@ -252,12 +221,23 @@ class TwhinTrainer:
             training.train_log_every_n, save_dir / "metrics.jsonl", save_dir / "tensorboard",
         )  # fmt: skip
 
-    def train(self) -> None:
-        start_step, epoch, in_epoch = self.restore()
+    def train(self) -> bool:
+        """Train to the end (True) or until every rank agreed to stop early (False)."""
+        training = self.config.training
+        start = restore(
+            self.sharded, self._state(), self.checkpoints, self.config, self.run.train_data,
+            self.ctx.world_size,
+        )  # fmt: skip
+        start_step, epoch, in_epoch = start.step, start.epoch, start.step_in_epoch
+        # Steps count on from the checkpoint; num_epochs counts the data from its position.
+        position = epoch * self.steps_per_epoch + in_epoch
+        self.position_offset = position - start_step
+        remaining = training.num_epochs * self.steps_per_epoch - position
+        self.total_steps = min(training.num_train_steps, start_step + remaining)
         self._describe(start_step)
         if start_step >= self.total_steps:
             log.info("nothing to do: the newest checkpoint is already at step %d", start_step)
-            return
+            return True
         pipeline = TrainPipelineSparseDist(
             self.sharded.model, self.sharded.optimizer, self.ctx.device, execute_all_batches=True
         )
@@ -275,13 +255,12 @@ class TwhinTrainer:
             )
             self.metrics.write({"step": step, "split": "embeddings", **norms})
 
-        training = self.config.training
         batches = Prefetcher(
             batch_stream(self.run.train_data, epoch, in_epoch, self.total_steps - start_step),
             depth=PREFETCH_BATCHES,
         )
         try:
-            train_loop(
+            done = train_loop(
                 pipeline=pipeline,
                 batches=batches,
                 schedule=LoopSchedule(
@@ -298,9 +277,17 @@ class TwhinTrainer:
                 metrics=self.metrics,
                 device=self.ctx.device,
                 profiler=self._profiler(start_step),
+                should_stop=StopAgreement(),
             )
         finally:
             batches.close()
+        if done < self.total_steps:
+            log.info(
+                "stopped at step %d of %d on request (SIGTERM), checkpoint in %s; run the same "
+                "command again to resume", done, self.total_steps, self.checkpoints.directory,
+            )  # fmt: skip
+            return False
+        return True
 
     def _profiler(self, start_step: int) -> StepProfiler | None:
         steps = self.config.runtime.profile_steps
@@ -315,14 +302,12 @@ def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
     trainer = TwhinTrainer(run, ctx)
     if ctx.is_chief:
         run.save_dir.mkdir(parents=True, exist_ok=True)
-        config_copy = run.config.model_dump(mode="json", exclude_none=True)
-        (run.save_dir / CONFIG_COPY).write_text(yaml.safe_dump(config_copy, sort_keys=False))
     try:
-        trainer.train()
+        finished = trainer.train()
     finally:
         trainer.metrics.close()  # flushes and closes the TensorBoard event file
     del trainer  # frees DMP before teardown (shared/stack.md §4)
-    if ctx.is_chief:
+    if ctx.is_chief and finished:
         files = export(run.save_dir)
         log.info("done in %s", format_duration(time.perf_counter() - started))
         log.info("checkpoints: %s", run.save_dir / "checkpoints")

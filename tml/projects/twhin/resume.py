@@ -1,0 +1,155 @@
+"""Where a run starts: the newest checkpoint that loads, another run's weights, or step 0.
+
+Resuming reshards: DCP loads a checkpoint written by any number of ranks under any plan. Before
+loading, every tensor's shape is checked against this config, so a changed config is a clear
+error rather than a fallback to an older checkpoint. A damaged checkpoint (unreadable files) is
+skipped with a warning and the one before it is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+
+from tml.core.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    describe_failure,
+    global_shapes,
+    saved_shapes,
+    shape_mismatches,
+    step_directories,
+)
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.data.reader import EdgeDataset
+from tml.projects.twhin.models.sharding import ShardedTwhin
+
+log = logging.getLogger(__name__)
+
+_TABLE_KEY = re.compile(r"embedding_bags\.([^.]+)\.weight$")
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """The step a run starts at, and where in the data that is (they differ after a change
+    of world size or batch size: the data position follows the edges already consumed)."""
+
+    step: int
+    epoch: int
+    step_in_epoch: int
+
+
+def restore(
+    sharded: ShardedTwhin,
+    state: dict[str, Any],
+    checkpoints: CheckpointManager,
+    config: TwhinConfig,
+    data: EdgeDataset,
+    world_size: int,
+) -> StartPoint:
+    """Load the newest checkpoint that loads into `sharded` (its `state` dict), or warm start."""
+    candidates = checkpoints.usable()
+    if not candidates:
+        if step_directories(checkpoints.directory):
+            raise ValueError(
+                f"no usable checkpoint in {checkpoints.directory} (see the warnings above); "
+                "move the damaged step_* folders away to start from scratch"
+            )
+        if config.training.initial_checkpoint_dir:
+            warm_start(sharded, config, Path(config.training.initial_checkpoint_dir))
+        return StartPoint(0, 0, 0)
+    if not config.training.resume_optimizer:
+        del state["optim"]
+    for path in candidates:
+        try:
+            check_fits(path, state)
+            saved = checkpoints.load(path, state)
+        except CheckpointError as exc:
+            if checkpoints.rank == 0:
+                log.warning("skipping checkpoint %s: %s", path, exc)
+            continue
+        sharded.model.load_state_dict(state["model"])
+        if "optim" in state:
+            sharded.optimizer.load_state_dict(state["optim"])
+        else:
+            log.info("restored the weights only (resume_optimizer: false); optimizer starts fresh")
+        return _start_point(path, saved, data, world_size)
+    raise ValueError(
+        f"none of the checkpoints in {checkpoints.directory} can be loaded (see the warnings above)"
+    )
+
+
+def check_fits(path: Path, state: dict[str, Any]) -> None:
+    """Every tensor of `state` is in the checkpoint with the same global shape, or ValueError."""
+    problems = shape_mismatches(saved_shapes(path), global_shapes(state))
+    model_problems = [p for p in problems if p.startswith("model.")]
+    if model_problems:
+        raise ValueError(
+            f"cannot resume from {path}: it does not fit this config's model "
+            f"({model_problems[0]}); use a new --save_dir or the config that wrote it"
+        )
+    if problems:
+        raise ValueError(
+            f"cannot resume the optimizer state from {path} ({problems[0]}): it does not move "
+            "to this optimizer or sharding plan (row-wise Adagrad keeps one value per row and "
+            "column shard, so not to or from column_wise); set training.resume_optimizer: false "
+            "to restore the weights and start the optimizer fresh"
+        )
+
+
+def _start_point(path: Path, saved: dict, data: EdgeDataset, world_size: int) -> StartPoint:
+    """The saved position, mapped by edges consumed when world size or batch size changed."""
+    batch_size = data.config.per_replica_batch_size
+    epoch, in_epoch = saved["epoch"], saved["step_in_epoch"]
+    if (saved["world_size"], saved["per_replica_batch_size"]) != (world_size, batch_size):
+        edges = in_epoch * saved["per_replica_batch_size"] * saved["world_size"]
+        in_epoch = edges // (batch_size * world_size)
+        log.warning(
+            "world size or batch size changed since %s; resuming epoch %d at step %d",
+            path, epoch, in_epoch,
+        )  # fmt: skip
+    if in_epoch >= data.steps_per_epoch:
+        epoch, in_epoch = epoch + 1, 0
+    log.info(
+        "resumed from %s at step %d (epoch %d, step %d of it)", path, saved["step"], epoch, in_epoch
+    )
+    return StartPoint(saved["step"], epoch, in_epoch)
+
+
+def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
+    """Weights of the tables and relation parameters that `path` holds under the same names;
+    the optimizer starts fresh. A same-named tensor of another shape is an error."""
+    try:
+        saved = saved_shapes(path)
+    except CheckpointError as exc:
+        raise ValueError(f"training.initial_checkpoint_dir: {exc}") from None
+    model_state = sharded.model.state_dict()
+    shared = {k: v for k, v in global_shapes(model_state, "model.").items() if k in saved}
+    problems = shape_mismatches(saved, shared)
+    if problems:
+        raise ValueError(
+            f"training.initial_checkpoint_dir {path}: {problems[0]}; warm starting needs tables "
+            "of the same size (num_embeddings, embedding_dim)"
+        )
+    state = {"model": {k: v for k, v in model_state.items() if f"model.{k}" in shared}}
+    try:
+        dcp.load(state, checkpoint_id=str(path))
+    except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
+        raise ValueError(
+            f"training.initial_checkpoint_dir {path}: cannot load its weights "
+            f"({describe_failure(exc)})"
+        ) from None
+    sharded.model.load_state_dict(state["model"], strict=False)
+    tables = {m.group(1) for key in state["model"] if (m := _TABLE_KEY.search(key))}
+    fresh = [t.name for t in config.model.embeddings.tables if t.name not in tables]
+    log.info(
+        "warm-started table weights (%s) and relation parameters from %s%s",
+        ", ".join(sorted(tables)), path,
+        f"; tables not in it start fresh: {', '.join(fresh)}" if fresh else "",
+    )  # fmt: skip
