@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -139,7 +140,7 @@ def test_checkpoints_move_between_world_sizes_and_sharding_plans(
     two = run(2, 100, resume_optimizer=False)
     assert_ok(two)
     assert "restored the weights only" in two.stdout
-    assert "table user: table_wise" in two.stdout
+    assert re.search(r"table user: .*, table_wise on ranks", two.stdout)
     state = read_trainer_state(save_dir / "checkpoints" / "step_100")
     assert (state["world_size"], state["step_in_epoch"]) == (2, 95)
     assert json.loads((save_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 100
