@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tml.core.checkpoint import complete_checkpoints
 from tml.core.launch import process_children
 from tml.projects.twhin.data import synthetic
 
@@ -150,3 +152,20 @@ def embeddings(save_dir: Path, table: str) -> np.ndarray:
     """An exported table (save_dir/embeddings/<table>.parquet) as a rows x dim array."""
     column = pq.read_table(save_dir / "embeddings" / f"{table}.parquet").column("embedding")
     return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+SYNTHETIC_TABLES = ("user", "tweet", "advertiser")
+
+
+def assert_same_embeddings(save_dir: Path, reference: Path) -> None:
+    """Every table of the two runs' exports is equal, bit for bit."""
+    for table in SYNTHETIC_TABLES:
+        np.testing.assert_array_equal(embeddings(save_dir, table), embeddings(reference, table))
+
+
+def wait_for_first_checkpoint(job: subprocess.Popen, save_dir: Path, log: Path) -> None:
+    """Block until `job` has published a checkpoint; fail (with its log) if it ends first."""
+    deadline = time.monotonic() + 120
+    while not complete_checkpoints(save_dir / "checkpoints"):
+        assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)

@@ -14,26 +14,25 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from tests.conftest import (
     assert_ok,
-    embeddings,
+    assert_same_embeddings,
     kill_job,
     run_torchrun,
     small_config,
     start_torchrun,
+    wait_for_first_checkpoint,
     worker_pid,
     write_config,
 )  # fmt: skip
 from tml.core.checkpoint import complete_checkpoints, read_trainer_state
 from tml.core.launch import DEFAULT_GRACE_PERIOD_S
-
-TABLES = ("user", "tweet", "advertiser")
 
 
 @pytest.fixture(scope="module")
@@ -45,31 +44,35 @@ def uninterrupted(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -
     return config, tmp / "run"
 
 
-def wait_for_first_checkpoint(job: subprocess.Popen, save_dir: Path, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while not complete_checkpoints(save_dir / "checkpoints"):
-        assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
-
-
-def assert_same_embeddings(save_dir: Path, reference: Path) -> None:
-    for table in TABLES:
-        np.testing.assert_array_equal(embeddings(save_dir, table), embeddings(reference, table))
+def interrupt_after_first_checkpoint(
+    config: Path, tmp_path: Path, interrupt: Callable[[subprocess.Popen], None], timeout: float
+) -> tuple[Path, int, str, float]:
+    """Start 2 ranks (torchrun may restart them 3 times), call `interrupt(job)` once the first
+    checkpoint exists and wait up to `timeout` s: (save dir, exit code, log, seconds to exit)."""
+    save_dir, log = tmp_path / "run", tmp_path / "job.log"
+    job = start_torchrun(2, config, save_dir, log, max_restarts=3)
+    try:
+        wait_for_first_checkpoint(job, save_dir, log)
+        sent = time.monotonic()
+        interrupt(job)
+        code = job.wait(timeout=timeout)
+        took = time.monotonic() - sent
+    finally:
+        kill_job(job)
+    return save_dir, code, log.read_text(), took
 
 
 def test_killed_rank_is_restarted_by_torchrun_and_the_job_ends_like_an_uninterrupted_run(
     uninterrupted: tuple[Path, Path], tmp_path: Path
 ) -> None:
     config, reference = uninterrupted
-    save_dir, log = tmp_path / "run", tmp_path / "job.log"
-    job = start_torchrun(2, config, save_dir, log, max_restarts=3)
-    try:
-        wait_for_first_checkpoint(job, save_dir, log)
+
+    def kill_rank_1(job: subprocess.Popen) -> None:
         os.kill(worker_pid(job, rank=1), signal.SIGKILL)
-        code = job.wait(timeout=240)
-    finally:
-        kill_job(job)
-    output = log.read_text()
+
+    save_dir, code, output, _ = interrupt_after_first_checkpoint(
+        config, tmp_path, kill_rank_1, timeout=240
+    )
     assert code == 0, output[-4000:]
     assert output.count("world size 2 on") == 2, "torchrun did not restart the workers once"
     assert f"resumed from {save_dir / 'checkpoints'}/step_" in output
@@ -80,17 +83,13 @@ def test_sigterm_checkpoints_at_the_next_step_exits_0_and_a_second_start_finishe
     uninterrupted: tuple[Path, Path], tmp_path: Path
 ) -> None:
     config, reference = uninterrupted
-    save_dir, log = tmp_path / "run", tmp_path / "job.log"
-    job = start_torchrun(2, config, save_dir, log, max_restarts=3)
-    try:
-        wait_for_first_checkpoint(job, save_dir, log)
-        sent = time.monotonic()
-        os.killpg(job.pid, signal.SIGTERM)  # torchrun's group, as `kill` or a scheduler would
-        code = job.wait(timeout=DEFAULT_GRACE_PERIOD_S)
-        took = time.monotonic() - sent
-    finally:
-        kill_job(job)
-    output = log.read_text()
+
+    def terminate(job: subprocess.Popen) -> None:  # torchrun's group, as `kill` or a scheduler
+        os.killpg(job.pid, signal.SIGTERM)
+
+    save_dir, code, output, took = interrupt_after_first_checkpoint(
+        config, tmp_path, terminate, timeout=DEFAULT_GRACE_PERIOD_S
+    )
     assert code == 0, output[-4000:]
     assert took < DEFAULT_GRACE_PERIOD_S
     stopped = int(output.split("stopped at step ")[1].split()[0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,13 @@ import yaml
 from tests.conftest import (
     REPO,
     assert_ok,
+    assert_same_embeddings,
     embeddings,
     kill_job,
     run_torchrun,
     small_config,
     start_torchrun,
+    wait_for_first_checkpoint,
     write_config,
 )  # fmt: skip
 from tml.core.checkpoint import complete_checkpoints
@@ -126,10 +127,10 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_o
 
     save_dir = tmp_path / "interrupted"
     job = start_torchrun(2, config_file, save_dir, tmp_path / "first.log")
-    deadline = time.time() + 120
-    while not complete_checkpoints(save_dir / "checkpoints") and time.time() < deadline:
-        time.sleep(0.05)
-    kill_job(job)  # SIGKILL the whole job, as a crash or node loss would
+    try:
+        wait_for_first_checkpoint(job, save_dir, tmp_path / "first.log")
+    finally:
+        kill_job(job)  # SIGKILL the whole job, as a crash or node loss would
     survived = complete_checkpoints(save_dir / "checkpoints")
     assert survived, (tmp_path / "first.log").read_text()[-3000:]
     assert not (save_dir / "embeddings").exists(), "the job finished before it was killed"
@@ -137,10 +138,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_o
     result = run_torchrun(2, config_file, save_dir)
     assert_ok(result)
     assert f"resumed from {survived[-1]}" in result.stdout
-    for table in ("user", "tweet", "advertiser"):
-        np.testing.assert_array_equal(
-            embeddings(save_dir, table), embeddings(tmp_path / "uninterrupted", table)
-        )
+    assert_same_embeddings(save_dir, tmp_path / "uninterrupted")
 
 
 def test_original_twhin_field_set_trains_with_two_ranks(small_graph: Path, tmp_path: Path) -> None:

@@ -151,15 +151,10 @@ def score_chunks(
         yield start, comparator.all_pairs(queries, chunk)
 
 
-def _score_all(
-    queries: torch.Tensor,
-    table: torch.Tensor,
-    scorer: EdgeScorer,
-    operator: torch.nn.Module | None = None,
-) -> torch.Tensor:
-    """(q, N) scores of each query against every row of `table`."""
-    out = torch.empty(len(queries), len(table))
-    for start, scores in score_chunks(queries, table, scorer.comparator, operator):
+def _score_all(queries: torch.Tensor, candidates: torch.Tensor, scorer: EdgeScorer) -> torch.Tensor:
+    """(q, N) scores of each query against every candidate row (already transformed)."""
+    out = torch.empty(len(queries), len(candidates))
+    for start, scores in score_chunks(queries, candidates, scorer.comparator):
         out[:, start : start + scores.shape[1]] = scores
     return out
 

@@ -94,8 +94,9 @@ class EdgeScorer(nn.Module):
     the lhs-corrupted negatives (as PyTorch-BigGraph does).
 
     Negatives, per relation (its positives are one contiguous slice of the batch):
-    * uniform: the batch's G sampled lhs and G rhs entities of the relation, scored against all
-      of its positives with one matrix product per side;
+    * uniform: G sampled lhs and G rhs entities, drawn once per relation and batch (scored
+      against all its positives) or, with `global_negatives_per_chunk`, once per chunk (scored
+      against that chunk's positives); one (batched) matrix product per side;
     * in-batch: the positives are cut into chunks of K + 1; in a chunk, S[i, j] = score(l_i, t_j)
       for all pairs is one batched matrix product, whose row i holds positive i's rhs-corrupted
       scores and whose column j holds positive j's lhs-corrupted ones (the diagonal holds the
@@ -225,15 +226,16 @@ class EdgeScorer(nn.Module):
         if self.reverse_operators is None:  # lhs corruptions go through op_r
             reverse_positive, rhs_query = positive, rhs_chunks
         else:  # lhs corruptions are scored against rev_r(rhs)
+            lhs_chunks = chunked(lhs, chunk)
             rhs_query = chunked(self.reverse_operators[index](rhs), chunk)
-            reverse_positive = compare.aligned(chunked(lhs, chunk), rhs_query)
+            reverse_positive = compare.aligned(lhs_chunks, rhs_query)
         rhs_blocks, lhs_blocks = [], []
         if chunk > 1:  # pairs[c, i, j] = score(l_i, t_j): row i corrupts t_i, column j l_j
             real = chunk_pair_mask(count, chunk, lhs.device)
             pairs = compare.all_pairs(lhs_op, rhs_chunks).masked_fill(~real, NO_NEGATIVE)
             rhs_blocks.append(pairs)
             if self.reverse_operators is not None:
-                pairs = compare.all_pairs(chunked(lhs, chunk), rhs_query)
+                pairs = compare.all_pairs(lhs_chunks, rhs_query)
                 pairs = pairs.masked_fill(~real, NO_NEGATIVE)
             lhs_blocks.append(pairs.transpose(1, 2))
         if lhs_negatives.shape[-2]:  # G shared negatives (G, d), or per chunk (chunks, G, d)
