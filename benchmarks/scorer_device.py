@@ -38,8 +38,8 @@ class LookedUp:
     def values(self) -> torch.Tensor:
         return self._values
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
-        return {"entity": self._values}
+    def keys(self) -> list[str]:
+        return ["entity"]
 
 
 def scorer_config() -> SimpleNamespace:

@@ -110,11 +110,11 @@ def test_every_score_is_the_operator_applied_to_lhs_dotted_with_rhs() -> None:
     assert mask.tolist() == [False, True, True, True, True, True] * 2
     torch.testing.assert_close(scores[1:3], ((users[1] + t) * tweets[[8, 9]]).sum(-1))
     torch.testing.assert_close(scores[7:9], ((users[[2, 3]] + t) * tweets[7]).sum(-1))
-    # Uniform negatives of fav (the last relation) fill the last slots of each table: rhs ones
-    # are compared with op(lhs), lhs ones go through the operator themselves.
-    lookups = batch.lookups.to_dict()
-    negative_tweets = lookups["tweet"].values()[-3:]
-    negative_users = lookups["user"].values()[-3:]
+    # Uniform negatives of fav (owner 1): rhs ones are compared with op(lhs), lhs ones go
+    # through the operator themselves.
+    _, slot_id = decode_slots(batch)
+    negative_tweets = torch.from_numpy(slot_id[builder.layout.rhs_negative_slots(1)])
+    negative_users = torch.from_numpy(slot_id[builder.layout.lhs_negative_slots(1)])
     torch.testing.assert_close(scores[3:6], ((users[1] + t) * tweets[negative_tweets]).sum(-1))
     torch.testing.assert_close(scores[9:12], ((users[negative_users] + t) * tweets[7]).sum(-1))
     # Without reciprocal relations every negative competes with the one forward score.
@@ -153,7 +153,8 @@ def test_reciprocal_relations_score_lhs_corruptions_with_the_reverse_operator() 
     users = model.tables.embedding_bags["user"].weight.detach()
     tweets = model.tables.embedding_bags["tweet"].weight.detach()
     rev = reverse.translation.detach()
-    negative_users = batch.lookups.to_dict()["user"].values()[-3:]
+    _, slot_id = decode_slots(batch)
+    negative_users = torch.from_numpy(slot_id[builder.layout.lhs_negative_slots(1)])
     scores = output["negative_scores"][0]
     # per positive: rhs side (a chunk of the 2 positives, 3 uniform), lhs side (2, 3)
     torch.testing.assert_close(scores[7:10], (users[negative_users] * (tweets[7] + rev)).sum(-1))
@@ -201,16 +202,17 @@ def test_operators_reject_tables_of_different_dims(operator: str) -> None:
     assert OPERATORS[operator].dimension_problem(8, 8) is None
 
 
+@pytest.mark.parametrize("loss", ["softmax", "logistic", "ranking"])
 @pytest.mark.parametrize("per_chunk", [False, True])
 @pytest.mark.parametrize("reciprocal", [False, True])
 @pytest.mark.parametrize("comparator", ["dot", "cos", "l2", "l1"])
 def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
-    comparator: str, reciprocal: bool, per_chunk: bool
+    comparator: str, reciprocal: bool, per_chunk: bool, loss: str
 ) -> None:
     """Every in-batch and uniform negative equals the comparator applied to that one corrupted
     edge, for chunks that split a relation (7 positives in chunks of 3) and a partial chunk,
     with uniform negatives shared by a relation or drawn per chunk."""
-    raw = {**CONFIG, "model": {**CONFIG["model"], "comparator": comparator,
+    raw = {**CONFIG, "model": {**CONFIG["model"], "comparator": comparator, "loss": loss,
                                "reciprocal_relations": reciprocal}}  # fmt: skip
     model = TwhinModel(TwhinConfig.model_validate(raw).model, table_device=torch.device("cpu"))
     model.eval()
@@ -236,6 +238,7 @@ def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
 
     offsets, compare = batch.relation_offsets, scorer.comparator
     assert offsets == (0, 3, 10)
+    losses = []
     for row in range(10):
         r = int(batch.relation[row])
         op = scorer.operators[r]
@@ -257,6 +260,18 @@ def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
                 expected.append(compare.aligned(op(embedding(slot)), tail))
         got = output["negative_scores"][row][output["negative_mask"][row]]
         torch.testing.assert_close(got, torch.stack(expected), atol=1e-5, rtol=1e-5)
+        positive = compare.aligned(op(head), tail).view(1)
+        rhs_corrupted = torch.stack(expected[: len(partners) + len(uniform_rhs)]).view(1, -1)
+        lhs_corrupted = torch.stack(expected[len(partners) + len(uniform_rhs) :]).view(1, -1)
+        if reciprocal:  # one loss per side, each around its own positive
+            reverse = compare.aligned(head, scorer.reverse_operators[r](tail)).view(1)
+            edge_loss = scorer.loss_function(positive, rhs_corrupted)
+            edge_loss = edge_loss + scorer.loss_function(reverse, lhs_corrupted)
+        else:  # one loss over both corruptions
+            edge_loss = scorer.loss_function(positive, rhs_corrupted, lhs_corrupted)
+        losses.append(edge_loss)
+    # The batch loss is the mean of these per-edge losses.
+    torch.testing.assert_close(output["loss"], torch.cat(losses).mean(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["logistic", "softmax", "ranking"])

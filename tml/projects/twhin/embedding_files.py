@@ -85,7 +85,10 @@ class ParquetTableWriter(TableWriter):
         if named:
             fields.append(("name", pa.string()))
         fields.append(("embedding", pa.list_(pa.float32(), dim)))
-        self._writer = pq.ParquetWriter(_staging(self.path), pa.schema(fields))
+        # No dictionary pages: ids, names and float vectors are all unique (twice as fast).
+        self._writer = pq.ParquetWriter(
+            _staging(self.path), pa.schema(fields), use_dictionary=False
+        )
 
     def _write(self, start: int, vectors: np.ndarray, names: np.ndarray | None) -> None:
         columns = {"id": pa.array(np.arange(start, start + len(vectors), dtype=np.int64))}

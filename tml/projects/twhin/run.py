@@ -27,6 +27,7 @@ from tml.core.distributed import (  # noqa: E402
     INPUT_ERROR,
     abort_job,
     configure_threads,
+    exit_process,
     init_distributed,
     shutdown,
 )
@@ -84,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # every output is closed by now

@@ -22,3 +22,13 @@ def chunks_per_relation(counts: list[int], in_batch_negatives: int) -> list[int]
 def max_chunks(batch_size: int, in_batch_negatives: int, num_relations: int) -> int:
     """Most chunks any batch can have (each relation adds at most one partial chunk)."""
     return -(-batch_size // (in_batch_negatives + 1)) + num_relations
+
+
+def chunk_groups(count: int, in_batch_negatives: int) -> list[tuple[int, int]]:
+    """`(positives, chunk size)` of a relation's full chunks, then of its shorter last chunk if
+    any: the scorer takes each group as a batch of equal chunks, so nothing is padded."""
+    if count == 0:
+        return []
+    chunk = chunk_size(count, in_batch_negatives)
+    full = count // chunk * chunk
+    return [(full, chunk)] + ([(count - full, count - full)] if count > full else [])

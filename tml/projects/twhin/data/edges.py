@@ -6,8 +6,10 @@ TorchRec's all-to-alls require):
 
     slots [0, B)                      lhs entity of positive i
     slots [B, 2B)                     rhs entity of positive i
-    slots 2B + q*2G + [0, G)          uniform lhs negatives of owner q (from its lhs table)
-    slots 2B + q*2G + G + [0, G)      uniform rhs negatives of owner q (from its rhs table)
+    slots 2B + q*G + [0, G)           uniform lhs negatives of owner q (from its lhs table)
+    slots 2B + Q*G + q*G + [0, G)     uniform rhs negatives of owner q (from its rhs table)
+
+for Q owners (so each relation's lhs negatives, and its rhs ones, are one contiguous run).
 
 The owners of uniform negatives are the relations (q = r: every positive of relation r in the
 batch shares its 2G negatives) or, with `global_negatives_per_chunk`, the chunks of K + 1
@@ -95,11 +97,11 @@ class SlotLayout:
         return 2 * self.batch_size + 2 * self.global_negatives * self.num_owners
 
     def lhs_negative_slots(self, owner: int) -> slice:
-        start = 2 * self.batch_size + 2 * self.global_negatives * owner
+        start = 2 * self.batch_size + self.global_negatives * owner
         return slice(start, start + self.global_negatives)
 
     def rhs_negative_slots(self, owner: int) -> slice:
-        start = 2 * self.batch_size + 2 * self.global_negatives * owner + self.global_negatives
+        start = 2 * self.batch_size + self.global_negatives * (self.num_owners + owner)
         return slice(start, start + self.global_negatives)
 
 
@@ -171,16 +173,18 @@ class EdgeBatchBuilder:
         if layout.global_negatives_per_chunk:
             chunks = chunks_per_relation(counts, layout.in_batch_negatives)
             owner_relation = np.repeat(owner_relation, chunks)
-        # Per owner: G lhs negatives then G rhs negatives (see SlotLayout).
-        tables = np.stack(
-            [self.relation_lhs_table[owner_relation], self.relation_rhs_table[owner_relation]],
-            axis=1,
+        # G lhs negatives per owner, then G rhs negatives per owner (see SlotLayout); the
+        # slots of unused owners at the end of each run look up row 0 of the first table.
+        lhs_tables = np.repeat(self.relation_lhs_table[owner_relation], count)
+        rhs_tables = np.repeat(self.relation_rhs_table[owner_relation], count)
+        drawn = np.concatenate([lhs_tables, rhs_tables])
+        ids = np.floor(rng.random(len(drawn)) * self.table_sizes[drawn]).astype(np.int64)
+        lhs_ids, rhs_ids = np.split(ids, 2)
+        filler = np.zeros(count * (layout.num_owners - len(owner_relation)), np.int64)
+        return (
+            np.concatenate([lhs_tables, filler, rhs_tables, filler]),
+            np.concatenate([lhs_ids, filler, rhs_ids, filler]),
         )
-        tables = np.repeat(tables.reshape(-1), count)
-        ids = np.floor(rng.random(len(tables)) * self.table_sizes[tables]).astype(np.int64)
-        unused = 2 * count * (layout.num_owners - len(owner_relation))
-        filler = np.zeros(unused, np.int64)
-        return np.concatenate([tables, filler]), np.concatenate([ids, filler])
 
     def _to_kjt(self, slot_table: np.ndarray, slot_id: np.ndarray) -> KeyedJaggedTensor:
         num_tables = len(self.table_names)

@@ -1,12 +1,12 @@
-"""Losses over one positive score and its negatives' scores, per positive edge.
+"""Losses over each positive's candidates: its own score among its negatives' scores.
 
-A loss takes `positive (...)` and one or more blocks of negative scores `(..., m_i)` (the same
-leading shape; the scorer passes in-batch and uniform negatives as separate blocks, some of
-them transposed views, so nothing is concatenated or copied). A score of -inf marks a slot
-with no negative (e.g. a positive's own slot among the in-batch pairs): it is already the right
-value for softmax, and every loss gives such a slot zero loss and zero gradient. It returns the
-loss of each positive `(...)`. Losses are registered by name so the config picks one; adding a
-loss is one class with `@register_loss`.
+A loss sees `scores (n, m)` and `target (n,)`: row i holds positive i's score in column
+target[i] and its negatives' scores in the other columns. That is the layout the scorer builds
+without copies (an in-batch score block's diagonal holds the positives themselves), and it makes
+softmax one `cross_entropy`. A score of -inf marks a slot with no negative (e.g. a padded
+positive's column): it is already the right value for softmax, and every loss gives such a slot
+zero loss and zero gradient. Losses return the loss of each positive `(n,)`; they are registered
+by name so the config picks one, and adding a loss is one class with `@register_loss`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from tml.core.registry import Registry
 LOSSES = Registry("loss")
 register_loss = LOSSES.register
 
+NO_NEGATIVE = float("-inf")
+"""The score of a slot without a negative."""
+
 
 class Loss:
     """Per-positive loss; `margin` is used by the losses that have one."""
@@ -26,20 +29,31 @@ class Loss:
     def __init__(self, margin: float = 0.0) -> None:
         self.margin = margin
 
-    def __call__(self, positive: torch.Tensor, *negatives: torch.Tensor) -> torch.Tensor:
+    def over_candidates(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`(n, m)` scores with positive i in column target[i] -> `(n,)` losses."""
         raise NotImplementedError
 
+    def __call__(self, positive: torch.Tensor, *negatives: torch.Tensor) -> torch.Tensor:
+        """The same loss from `positive (...)` and blocks of negatives `(..., m_i)`."""
+        blocks = [positive.unsqueeze(-1), *negatives]
+        scores = torch.cat([block.expand(*positive.shape, -1) for block in blocks], -1)
+        target = torch.zeros(positive.numel(), dtype=torch.long, device=positive.device)
+        loss = self.over_candidates(scores.reshape(-1, scores.shape[-1]), target)
+        return loss.view(positive.shape)
 
-def _mean_over_negatives(
-    positive: torch.Tensor, per_block: list[torch.Tensor], negatives: tuple[torch.Tensor, ...]
-) -> torch.Tensor:
-    """Sum of the blocks' row sums of loss terms over the number of real (finite) negatives
-    (0 for a positive without negatives, e.g. alone in its batch with no uniform ones)."""
-    total, count = torch.zeros_like(positive), torch.zeros_like(positive)
-    for terms, block in zip(per_block, negatives, strict=True):
-        total = total + terms.sum(dim=-1)
-        count = count + torch.isfinite(block).sum(dim=-1)
-    return total / count.clamp(min=1)
+
+def split_candidates(
+    scores: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(positive (n,), negatives (n, m))`, the positive's own column set to NO_NEGATIVE."""
+    column = target.unsqueeze(-1)
+    return scores.gather(-1, column).squeeze(-1), scores.scatter(-1, column, NO_NEGATIVE)
+
+
+def _mean_over_negatives(terms: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Row sums of loss terms over the number of real (finite) negatives (0 for a positive
+    without negatives, e.g. alone in its batch with no uniform ones)."""
+    return terms.sum(-1) / torch.isfinite(negatives).sum(-1).clamp(min=1)
 
 
 @register_loss("logistic")
@@ -52,9 +66,10 @@ class Logistic(Loss):
         loss_i = softplus(-s_i) + mean_j softplus(s_ij)     (= BCE(s_i, 1) + mean_j BCE(s_ij, 0))
     """
 
-    def __call__(self, positive: torch.Tensor, *negatives: torch.Tensor) -> torch.Tensor:
-        per_block = [F.softplus(block) for block in negatives]  # 0 at -inf
-        return F.softplus(-positive) + _mean_over_negatives(positive, per_block, negatives)
+    def over_candidates(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        positive, negatives = split_candidates(scores, target)
+        terms = F.softplus(negatives)  # 0 at -inf
+        return F.softplus(-positive) + _mean_over_negatives(terms, negatives)
 
 
 @register_loss("softmax")
@@ -63,19 +78,12 @@ class Softmax(Loss):
 
     loss_i = -s_i + log(exp(s_i) + sum_j exp(s_ij))
 
-    computed block by block around a shift of at least s_i, so the sum stays finite and above 0
-    even when a positive has no negative at all.
+    i.e. `cross_entropy`, one fused log-softmax over the candidates (finite: the positive itself
+    is always one of them).
     """
 
-    def __call__(self, positive: torch.Tensor, *negatives: torch.Tensor) -> torch.Tensor:
-        shift = positive
-        for block in negatives:
-            shift = torch.maximum(shift, block.amax(dim=-1))
-        shift = shift.detach()  # any constant shift gives the same value and gradient
-        total = torch.exp(positive - shift)
-        for block in negatives:
-            total = total + torch.exp(block - shift.unsqueeze(-1)).sum(dim=-1)
-        return shift + torch.log(total) - positive
+    def over_candidates(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(scores, target, reduction="none")
 
 
 @register_loss("ranking")
@@ -87,7 +95,7 @@ class MarginRanking(Loss):
     (a mean, like logistic, so the number of negatives does not change the gradient scale).
     """
 
-    def __call__(self, positive: torch.Tensor, *negatives: torch.Tensor) -> torch.Tensor:
-        target = (self.margin - positive).unsqueeze(-1)
-        per_block = [(target + block).clamp(min=0) for block in negatives]
-        return _mean_over_negatives(positive, per_block, negatives)
+    def over_candidates(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        positive, negatives = split_candidates(scores, target)
+        terms = (self.margin - positive.unsqueeze(-1) + negatives).clamp(min=0)
+        return _mean_over_negatives(terms, negatives)

@@ -15,9 +15,9 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from tml.core.profiling import SCORING_RANGE
-from tml.projects.twhin.data.chunks import chunk_size, chunks_per_relation, max_chunks
+from tml.projects.twhin.data.chunks import chunk_groups, max_chunks
 from tml.projects.twhin.models.comparators import COMPARATORS
-from tml.projects.twhin.models.losses import LOSSES
+from tml.projects.twhin.models.losses import LOSSES, NO_NEGATIVE, split_candidates
 from tml.projects.twhin.models.operators import OPERATORS
 
 if TYPE_CHECKING:
@@ -26,62 +26,47 @@ if TYPE_CHECKING:
     from tml.projects.twhin.data.edges import EdgeBatch
     from tml.projects.twhin.models.config import TwhinModelConfig
 
-NO_NEGATIVE = float("-inf")
-"""The score of a slot without a negative (see losses.py)."""
-
 
 @dataclass
-class RelationScores:
-    """One relation's positives in a batch and their negatives, in chunks: `(c, k)` scores for
-    c chunks of k positives (the last chunk zero-padded), with blocks of negatives `(c, k, m)`."""
+class ChunkScores:
+    """A group of one relation's positives (its full chunks, or its shorter last chunk), each
+    with its candidates (see losses.py): one `(n, m)` score matrix per side, the positive in
+    column `target`, and their loss."""
 
     loss: torch.Tensor  # (n,) loss of each positive
-    count: int  # n, the real positives
-    positive: torch.Tensor  # (c, k) forward score of each positive
-    reverse_positive: torch.Tensor  # (c, k) its score when the lhs is predicted
-    rhs_blocks: list[torch.Tensor]  # rhs-corrupted scores (NO_NEGATIVE where none)
-    lhs_blocks: list[torch.Tensor]  # lhs-corrupted scores (NO_NEGATIVE where none)
+    target: torch.Tensor  # (n,) the positive's column in each side's scores
+    sides: list[torch.Tensor]  # [(n, m)]: rhs and lhs corruptions, or one of each per side
 
     def edge_scores(self) -> dict[str, torch.Tensor]:
         """Per-edge scores `(n, ...)` for validation: each negative with the positive it
-        competes with (rhs-corrupted ones first)."""
-        none = self.positive.new_zeros((*self.positive.shape, 0))  # no negatives at all
-        rhs = torch.cat([*self.rhs_blocks, none], -1).detach()
-        lhs = torch.cat([*self.lhs_blocks, none], -1).detach()
-        negative = torch.cat([rhs, lhs], -1)
-        competing = torch.cat(
-            [
-                self.positive.detach().unsqueeze(-1).expand_as(rhs),
-                self.reverse_positive.detach().unsqueeze(-1).expand_as(lhs),
-            ],
-            -1,
-        )
-
-        def rows(scores: torch.Tensor) -> torch.Tensor:
-            return scores.flatten(0, 1)[: self.count]  # (c, k, m) -> (n, m)
-
+        competes with (in the order of `sides`)."""
+        positives, negatives, competing = [], [], []
+        for scores in self.sides:
+            positive, negative = split_candidates(scores.detach(), self.target)
+            positives.append(positive)
+            negatives.append(negative)
+            competing.append(positive.unsqueeze(-1).expand_as(negative))
+        negative = torch.cat(negatives, -1)
         return {
-            "positive_scores": self.positive.detach().reshape(-1)[: self.count],
-            "negative_scores": rows(negative.masked_fill(negative == NO_NEGATIVE, 0.0)),
-            "competing_scores": rows(competing),
-            "negative_mask": rows(negative != NO_NEGATIVE),
+            "positive_scores": positives[0],
+            "negative_scores": negative.masked_fill(negative == NO_NEGATIVE, 0.0),
+            "competing_scores": torch.cat(competing, -1),
+            "negative_mask": negative != NO_NEGATIVE,
         }
 
 
-def chunked(x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """`(n, d)` -> `(ceil(n / chunk), chunk, d)`, zero-padding the last chunk."""
-    padding = -x.shape[0] % chunk
-    if padding:
-        x = F.pad(x, (0, 0, 0, padding))
-    return x.view(-1, chunk, x.shape[1])
+def per_table(embeddings: KeyedTensor) -> dict[str, torch.Tensor]:
+    """The looked-up rows of each table, `(slots, dim)`. Like `KeyedTensor.to_dict`, but a
+    single table's output is used whole: a one-piece split would copy the gradient."""
+    keys, values = embeddings.keys(), embeddings.values()
+    if len(keys) == 1:
+        return {keys[0]: values}
+    return dict(zip(keys, values.split(embeddings.length_per_key(), dim=1), strict=True))
 
 
-def chunk_pair_mask(count: int, chunk: int, device: torch.device) -> torch.Tensor:
-    """`(ceil(count / chunk), chunk, chunk)`: True where (i, j) is a pair of two different real
-    positives of one chunk, i.e. a real corrupted edge both as row i and as column j."""
-    row = torch.arange(-(-count // chunk) * chunk, device=device).view(-1, chunk, 1)
-    column = row.transpose(1, 2)
-    return (row != column) & (row < count) & (column < count)
+def in_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """`(n, d)` -> `(n / chunk, chunk, d)`, a view."""
+    return x.view(-1, chunk, x.shape[-1])
 
 
 class EdgeScorer(nn.Module):
@@ -97,10 +82,15 @@ class EdgeScorer(nn.Module):
     * uniform: G sampled lhs and G rhs entities, drawn once per relation and batch (scored
       against all its positives) or, with `global_negatives_per_chunk`, once per chunk (scored
       against that chunk's positives); one (batched) matrix product per side;
-    * in-batch: the positives are cut into chunks of K + 1; in a chunk, S[i, j] = score(l_i, t_j)
+    * in-batch: the positives are cut into chunks of K + 1 (the last one shorter, scored as a
+      group of its own, so nothing is padded); in a chunk, S[i, j] = score(l_i, t_j)
       for all pairs is one batched matrix product, whose row i holds positive i's rhs-corrupted
-      scores and whose column j holds positive j's lhs-corrupted ones (the diagonal holds the
-      positives themselves and is masked). No embedding is gathered or copied per negative.
+      scores and whose column j holds positive j's lhs-corrupted ones. No embedding is
+      gathered or copied per negative.
+
+    The diagonal of S holds the positives themselves, so each positive's candidates (losses.py)
+    are its row and column of S plus its uniform negatives, laid side by side with the positive
+    counted once, and softmax is one `cross_entropy` over them.
     """
 
     def __init__(self, config: TwhinModelConfig) -> None:
@@ -130,50 +120,59 @@ class EdgeScorer(nn.Module):
     def _forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        by_table = embeddings.to_dict()
+        by_table = per_table(embeddings)
         size = batch.relation.shape[0]
         num_relations = len(self.relations)
         offsets = batch.relation_offsets
         counts = [offsets[r + 1] - offsets[r] for r in range(num_relations)]
-        k = batch.in_batch_negatives
-        # Uniform negatives: 2G slots per owner, a relation or (per chunk) each of its chunks.
-        if batch.global_negatives_per_chunk:
-            owners = chunks_per_relation(counts, k)
-            num_owners = max_chunks(size, k, num_relations)
-        else:
-            owners, num_owners = [1] * num_relations, num_relations
+        groups = [chunk_groups(count, batch.in_batch_negatives) for count in counts]
+        per_chunk = batch.global_negatives_per_chunk
+        # Uniform negatives: G lhs and G rhs slots per owner, a relation or each of its chunks.
+        num_owners = (
+            max_chunks(size, batch.in_batch_negatives, num_relations)
+            if per_chunk
+            else num_relations
+        )
         num_global = (embeddings.values().shape[0] - 2 * size) // (2 * num_owners)
-        # One split per table into [lhs of relation 0..R-1, padding, rhs of 0..R-1, padding,
-        # negatives of relation 0..R-1, unused]: its backward is one concatenation, where slicing
-        # per relation would materialise a zero gradient of the whole table output per slice.
-        negative_sizes = [2 * num_global * owned for owned in owners]
-        unused = 2 * num_global * (num_owners - sum(owners))
+        # One split per table into [lhs of each group (relation 0's full chunks, its last chunk,
+        # relation 1's ...), padding, rhs of each group, padding, lhs negatives of each group
+        # (or relation), unused, rhs negatives likewise, unused] (edges.py): its backward is one
+        # concatenation, where slicing per group would materialise a zero gradient of the whole
+        # table output per slice.
+        positives = [rows for relation in groups for rows, _ in relation]
+        if per_chunk:
+            negatives = [
+                num_global * (rows // chunk) for relation in groups for rows, chunk in relation
+            ]
+        else:
+            negatives = [num_global] * num_relations
+        negatives.append(num_global * num_owners - sum(negatives))  # unused owners
         padding = size - offsets[-1]
-        split_sizes = [*counts, padding, *counts, padding, *negative_sizes, unused]
+        split_sizes = [*positives, padding, *positives, padding, *negatives, *negatives]
         pieces = {name: value.split(split_sizes) for name, value in by_table.items()}
-        rhs_first, negatives_first = num_relations + 1, 2 * num_relations + 2
-        parts = []
+        rhs_first = len(positives) + 1
+        lhs_negatives_first = 2 * rhs_first
+        rhs_negatives_first = lhs_negatives_first + len(negatives)
+        parts, group = [], 0
         for index, (lhs_table, rhs_table) in enumerate(self.relations):
-            if counts[index] == 0:
-                continue
-            # (owners, 2, G, dim): per owner G lhs then G rhs negatives (see edges.py)
-            lhs_negatives = pieces[lhs_table][negatives_first + index]
-            rhs_negatives = pieces[rhs_table][negatives_first + index]
-            shape = (owners[index], 2, num_global)
-            lhs_negatives = lhs_negatives.view(*shape, lhs_negatives.shape[-1])[:, 0]
-            rhs_negatives = rhs_negatives.view(*shape, rhs_negatives.shape[-1])[:, 1]
-            if not batch.global_negatives_per_chunk:  # one set shared by all chunks
-                lhs_negatives, rhs_negatives = lhs_negatives[0], rhs_negatives[0]
-            parts.append(
-                self._score_relation(
-                    index,
-                    lhs=pieces[lhs_table][index],
-                    rhs=pieces[rhs_table][rhs_first + index],
-                    lhs_negatives=lhs_negatives,
-                    rhs_negatives=rhs_negatives,
-                    chunk=chunk_size(counts[index], k),
+            for rows, chunk in groups[index]:
+                owner = group if per_chunk else index
+                lhs_negatives = pieces[lhs_table][lhs_negatives_first + owner]
+                rhs_negatives = pieces[rhs_table][rhs_negatives_first + owner]
+                if per_chunk:  # (chunks * G, d) -> (chunks, G, d)
+                    lhs_negatives = lhs_negatives.view(rows // chunk, num_global, -1)
+                    rhs_negatives = rhs_negatives.view(rows // chunk, num_global, -1)
+                parts.append(
+                    self._score_chunks(
+                        index,
+                        lhs=pieces[lhs_table][group],
+                        rhs=pieces[rhs_table][rhs_first + group],
+                        lhs_negatives=lhs_negatives,
+                        rhs_negatives=rhs_negatives,
+                        chunk=chunk,
+                    )
                 )
-            )
+                group += 1
         if parts:
             total = torch.stack([part.loss.sum() for part in parts]).sum()
         else:  # an all-padding batch (a rank with a shorter data span): zero, still differentiable
@@ -186,11 +185,11 @@ class EdgeScorer(nn.Module):
 
     @staticmethod
     def _edge_scores(
-        parts: list[RelationScores], size: int, device: torch.device
+        parts: list[ChunkScores], size: int, device: torch.device
     ) -> dict[str, torch.Tensor]:
-        """Scores in batch order (relations are consecutive); padding rows are 0 and masked."""
-        per_relation = [part.edge_scores() for part in parts]
-        if not per_relation:  # an all-padding batch
+        """Scores in batch order (groups are consecutive); padding rows are 0 and masked."""
+        per_group = [part.edge_scores() for part in parts]
+        if not per_group:  # an all-padding batch
             none = torch.zeros(size, 0, device=device)
             return {
                 "positive_scores": torch.zeros(size, device=device),
@@ -198,17 +197,17 @@ class EdgeScorer(nn.Module):
                 "competing_scores": none,
                 "negative_mask": none.bool(),
             }
-        width = max(scores["negative_mask"].shape[1] for scores in per_relation)
+        width = max(scores["negative_mask"].shape[1] for scores in per_group)
         out = {}
-        for key in per_relation[0]:
-            rows = [scores[key] for scores in per_relation]
-            if key != "positive_scores":  # relations may differ in their number of negatives
+        for key in per_group[0]:
+            rows = [scores[key] for scores in per_group]
+            if key != "positive_scores":  # groups may differ in their number of negatives
                 rows = [F.pad(row, (0, width - row.shape[1])) for row in rows]
             real = torch.cat(rows)
             out[key] = torch.cat([real, real.new_zeros((size - real.shape[0], *real.shape[1:]))])
         return out
 
-    def _score_relation(
+    def _score_chunks(
         self,
         index: int,
         lhs: torch.Tensor,
@@ -216,42 +215,40 @@ class EdgeScorer(nn.Module):
         lhs_negatives: torch.Tensor,
         rhs_negatives: torch.Tensor,
         chunk: int,
-    ) -> RelationScores:
-        """Relation `index`'s positives `(n, d)` scored against their negatives."""
+    ) -> ChunkScores:
+        """Relation `index`'s positives `(n, d)`, n a multiple of `chunk`, against their
+        negatives."""
         compare, operator = self.comparator, self.operators[index]
-        count = lhs.shape[0]
-        lhs_op = chunked(operator(lhs), chunk)
-        rhs_chunks = chunked(rhs, chunk)
-        positive = compare.aligned(lhs_op, rhs_chunks)
-        if self.reverse_operators is None:  # lhs corruptions go through op_r
-            reverse_positive, rhs_query = positive, rhs_chunks
-        else:  # lhs corruptions are scored against rev_r(rhs)
-            lhs_chunks = chunked(lhs, chunk)
-            rhs_query = chunked(self.reverse_operators[index](rhs), chunk)
-            reverse_positive = compare.aligned(lhs_chunks, rhs_query)
-        rhs_blocks, lhs_blocks = [], []
-        if chunk > 1:  # pairs[c, i, j] = score(l_i, t_j): row i corrupts t_i, column j l_j
-            real = chunk_pair_mask(count, chunk, lhs.device)
-            pairs = compare.all_pairs(lhs_op, rhs_chunks).masked_fill(~real, NO_NEGATIVE)
-            rhs_blocks.append(pairs)
-            if self.reverse_operators is not None:
-                pairs = compare.all_pairs(lhs_chunks, rhs_query)
-                pairs = pairs.masked_fill(~real, NO_NEGATIVE)
-            lhs_blocks.append(pairs.transpose(1, 2))
-        if lhs_negatives.shape[-2]:  # G shared negatives (G, d), or per chunk (chunks, G, d)
-            rhs_blocks.append(compare.all_pairs(lhs_op, rhs_negatives))
-            if self.reverse_operators is None:
-                lhs_negatives = operator(lhs_negatives)
-            lhs_blocks.append(compare.all_pairs(rhs_query, lhs_negatives))
-        if self.reverse_operators is None:
-            loss = self.loss_function(positive, *rhs_blocks, *lhs_blocks)
-        else:
-            loss = self.loss_function(positive, *rhs_blocks) + self.loss_function(
-                reverse_positive, *lhs_blocks
-            )
-        loss = loss.reshape(-1)[:count]
+        lhs_op = in_chunks(operator(lhs), chunk)
+        rhs_chunks = in_chunks(rhs, chunk)
+        # pairs[c, i, j] = score(l_i, t_j): row i corrupts t_i, column j corrupts l_j, and the
+        # diagonal holds the positives. Candidates of the rhs: [pairs | uniform rhs].
+        pairs = compare.all_pairs(lhs_op, rhs_chunks)
+        has_uniform = lhs_negatives.shape[-2] > 0  # G shared (G, d) or per chunk (chunks, G, d)
+        rhs_side = [pairs]
+        if has_uniform:
+            rhs_side.append(compare.all_pairs(lhs_op, rhs_negatives))
+        if self.reverse_operators is None:  # lhs corruptions go through op_r: pairs' columns
+            lhs_side = [pairs.mT]
+            if has_uniform:
+                lhs_side.append(compare.all_pairs(rhs_chunks, operator(lhs_negatives)))
+            # One softmax over both corruptions: the positive (pairs' diagonal) counts once, so
+            # the transposed copy's diagonal is no negative.
+            candidates = torch.cat(rhs_side + lhs_side, -1)
+            lhs_start = sum(block.shape[-1] for block in rhs_side)
+            candidates[..., lhs_start : lhs_start + chunk].diagonal(0, -2, -1).fill_(NO_NEGATIVE)
+            sides = [candidates]
+        else:  # lhs corruptions are scored against rev_r(rhs), in a loss of their own
+            rhs_query = in_chunks(self.reverse_operators[index](rhs), chunk)
+            lhs_side = [compare.all_pairs(rhs_query, in_chunks(lhs, chunk))]
+            if has_uniform:
+                lhs_side.append(compare.all_pairs(rhs_query, lhs_negatives))
+            sides = [torch.cat(rhs_side, -1), torch.cat(lhs_side, -1)]
+        sides = [scores.flatten(0, 1) for scores in sides]
+        target = torch.arange(lhs.shape[0], device=lhs.device) % chunk
+        loss = sum(self.loss_function.over_candidates(scores, target) for scores in sides)
         if self.regularization:
             loss = loss + self.regularization * (
                 lhs.abs().pow(3).sum(-1) + rhs.abs().pow(3).sum(-1)
             )
-        return RelationScores(loss, count, positive, reverse_positive, rhs_blocks, lhs_blocks)
+        return ChunkScores(loss, target, sides)
