@@ -35,6 +35,7 @@ from helpers_data import (
 )
 
 from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.data.chunks import chunk_groups, chunks_per_relation
 from tml.projects.twhin.data.edges import SlotLayout
 from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import DataError
@@ -487,3 +488,13 @@ def test_global_negatives_per_chunk_come_from_each_chunks_relation(tmp_path):
         else:  # unused owners look up row 0 of the first table
             assert (slot_table[lhs] == 0).all() and (slot_id[lhs] == 0).all()
             assert (slot_table[rhs] == 0).all() and (slot_id[rhs] == 0).all()
+
+
+@pytest.mark.parametrize("count", [0, 1, 50, 51, 52, 101, 5000])
+def test_chunk_groups_cover_a_relation_in_the_chunks_the_builder_counts(count: int) -> None:
+    groups = chunk_groups(count, 50)
+    assert sum(rows for rows, _ in groups) == count
+    assert all(rows % chunk == 0 for rows, chunk in groups)
+    assert sum(rows // chunk for rows, chunk in groups) == chunks_per_relation([count], 50)[0]
+    # full chunks of K + 1 (or the whole relation when smaller), then at most one shorter chunk
+    assert len(groups) <= 2 and (not groups or groups[0][1] == min(51, count))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import (
     REPO,
@@ -68,6 +69,10 @@ def test_run_leaves_checkpoints_metrics_and_embeddings(trained_run: Path) -> Non
     assert len(validation) >= 2 and validation[-1]["auc"] > 0.8
     assert validation[-1]["loss"] < validation[0]["loss"]
     assert len(list((trained_run / "tensorboard").glob("events.out.tfevents.*"))) == 1, "rank 0"
+    # Ranks leave with os._exit (no interpreter teardown): the event file must be complete.
+    events = EventAccumulator(str(trained_run / "tensorboard"))
+    events.Reload()
+    assert events.Scalars("train/loss")[-1].step == train[-1]["step"]
     for table, rows in (("user", 2000), ("tweet", 3000), ("advertiser", 100)):
         schema = pq.read_schema(trained_run / "embeddings" / f"{table}.parquet")
         assert str(schema.field("id").type) == "int64"
