@@ -22,6 +22,8 @@ from tml.projects.twhin.import_kg import (
     KgImportError,
     default_training_settings,
     import_kg,
+    reading,
+    writing,
 )
 from tml.projects.twhin.models.operators import OPERATORS
 
@@ -233,7 +235,7 @@ def test_tiny_blocks_stream_in_many_chunks_with_identical_output(
     import_kg(*files, out=whole)
 
     blocks = 0
-    real_read_rows = import_kg_module._read_rows
+    real_read_rows = reading.read_rows
 
     def counting_read_rows(*args: Any, **kwargs: Any) -> Any:
         nonlocal blocks
@@ -241,7 +243,7 @@ def test_tiny_blocks_stream_in_many_chunks_with_identical_output(
             blocks += 1
             yield rows
 
-    monkeypatch.setattr(import_kg_module, "_read_rows", counting_read_rows)
+    monkeypatch.setattr(reading, "read_rows", counting_read_rows)
     chunked = tmp_path / "chunked" / "kg"
     import_kg(*files, out=chunked, block_size=512)
 
@@ -259,8 +261,8 @@ def test_tiny_blocks_stream_in_many_chunks_with_identical_output(
 def test_large_splits_roll_over_row_groups_and_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(import_kg_module, "ROW_GROUP_SIZE", 1000)
-    monkeypatch.setattr(import_kg_module, "ROWS_PER_FILE", 3000)
+    monkeypatch.setattr(writing, "ROW_GROUP_SIZE", 1000)
+    monkeypatch.setattr(writing, "ROWS_PER_FILE", 3000)
     out = tmp_path / "out"
     import_kg(KINSHIPS / "train.tsv", out=out, block_size=4096)
 
