@@ -9,13 +9,14 @@ configs/bench.yaml (translation + dot, dim 64, 50 in-batch + 50 uniform negative
 row-wise Adagrad lr 0.1) on each rank count via torchrun, then ranks the held-out edges against
 every entity (filtered MRR), so speed never comes from skipping work. Prints one JSON line per
 run and a table of medians over --repeat runs; the step breakdown comes from one short extra run
-per rank count under the profiler, which is kept out of the timed runs. PBG 1.0 does about 208,000 edges/s with 2
-processes on a 2-core machine of this kind (124,000 with 1).
+per rank count under the profiler, which is kept out of the timed runs. PBG 1.0 does about
+208,000 edges/s with 2 processes on a 2-core machine of this kind (124,000 with 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -66,7 +67,7 @@ def bench_config(graph: Path, entities: int, batch_size: int | None) -> dict[str
 def profiled(config: dict[str, Any]) -> dict[str, Any]:
     """The config for a short run that profiles PROFILE_STEPS steps after the warm-up (a
     separate run: the profiler slows the steps it records and takes seconds to write)."""
-    profiled = yaml.safe_load(yaml.safe_dump(config))
+    profiled = copy.deepcopy(config)
     profiled["runtime"] = {**profiled.get("runtime", {}), "profile_steps": PROFILE_STEPS}
     profiled["training"]["num_train_steps"] = WARMUP_STEPS + PROFILE_STEPS + 5
     return profiled

@@ -495,6 +495,8 @@ def test_chunk_groups_cover_a_relation_in_the_chunks_the_builder_counts(count: i
     groups = chunk_groups(count, 50)
     assert sum(rows for rows, _ in groups) == count
     assert all(rows % chunk == 0 for rows, chunk in groups)
-    assert sum(rows // chunk for rows, chunk in groups) == chunks_per_relation([count], 50)[0]
+    chunks = -(-count // min(51, count)) if count else 0  # ceil(count / (K + 1)), or 1 chunk
+    assert sum(rows // chunk for rows, chunk in groups) == chunks
+    assert chunks_per_relation([count], 50) == [chunks]
     # full chunks of K + 1 (or the whole relation when smaller), then at most one shorter chunk
     assert len(groups) <= 2 and (not groups or groups[0][1] == min(51, count))

@@ -125,7 +125,12 @@ class EdgeScorer(nn.Module):
         num_relations = len(self.relations)
         offsets = batch.relation_offsets
         counts = [offsets[r + 1] - offsets[r] for r in range(num_relations)]
-        groups = [chunk_groups(count, batch.in_batch_negatives) for count in counts]
+        # (relation, positives, chunk size) of each group, in batch order
+        groups = [
+            (index, rows, chunk)
+            for index, count in enumerate(counts)
+            for rows, chunk in chunk_groups(count, batch.in_batch_negatives)
+        ]
         per_chunk = batch.global_negatives_per_chunk
         # Uniform negatives: G lhs and G rhs slots per owner, a relation or each of its chunks.
         num_owners = (
@@ -139,11 +144,9 @@ class EdgeScorer(nn.Module):
         # (or relation), unused, rhs negatives likewise, unused] (edges.py): its backward is one
         # concatenation, where slicing per group would materialise a zero gradient of the whole
         # table output per slice.
-        positives = [rows for relation in groups for rows, _ in relation]
+        positives = [rows for _, rows, _ in groups]
         if per_chunk:
-            negatives = [
-                num_global * (rows // chunk) for relation in groups for rows, chunk in relation
-            ]
+            negatives = [num_global * (rows // chunk) for _, rows, chunk in groups]
         else:
             negatives = [num_global] * num_relations
         negatives.append(num_global * num_owners - sum(negatives))  # unused owners
@@ -153,26 +156,25 @@ class EdgeScorer(nn.Module):
         rhs_first = len(positives) + 1
         lhs_negatives_first = 2 * rhs_first
         rhs_negatives_first = lhs_negatives_first + len(negatives)
-        parts, group = [], 0
-        for index, (lhs_table, rhs_table) in enumerate(self.relations):
-            for rows, chunk in groups[index]:
-                owner = group if per_chunk else index
-                lhs_negatives = pieces[lhs_table][lhs_negatives_first + owner]
-                rhs_negatives = pieces[rhs_table][rhs_negatives_first + owner]
-                if per_chunk:  # (chunks * G, d) -> (chunks, G, d)
-                    lhs_negatives = lhs_negatives.view(rows // chunk, num_global, -1)
-                    rhs_negatives = rhs_negatives.view(rows // chunk, num_global, -1)
-                parts.append(
-                    self._score_chunks(
-                        index,
-                        lhs=pieces[lhs_table][group],
-                        rhs=pieces[rhs_table][rhs_first + group],
-                        lhs_negatives=lhs_negatives,
-                        rhs_negatives=rhs_negatives,
-                        chunk=chunk,
-                    )
+        parts = []
+        for group, (index, rows, chunk) in enumerate(groups):
+            lhs_table, rhs_table = self.relations[index]
+            piece = group if per_chunk else index  # negatives: one piece per group or relation
+            lhs_negatives = pieces[lhs_table][lhs_negatives_first + piece]
+            rhs_negatives = pieces[rhs_table][rhs_negatives_first + piece]
+            if per_chunk:  # (chunks * G, d) -> (chunks, G, d)
+                lhs_negatives = lhs_negatives.view(rows // chunk, num_global, -1)
+                rhs_negatives = rhs_negatives.view(rows // chunk, num_global, -1)
+            parts.append(
+                self._score_chunks(
+                    index,
+                    lhs=pieces[lhs_table][group],
+                    rhs=pieces[rhs_table][rhs_first + group],
+                    lhs_negatives=lhs_negatives,
+                    rhs_negatives=rhs_negatives,
+                    chunk=chunk,
                 )
-                group += 1
+            )
         if parts:
             total = torch.stack([part.loss.sum() for part in parts]).sum()
         else:  # an all-padding batch (a rank with a shorter data span): zero, still differentiable
