@@ -59,6 +59,13 @@ def unsupported_field(why: str, default: Any = None, harmless: tuple = ()) -> An
     )
 
 
+def require_exactly_one(model: pydantic.BaseModel, names: list[str], what: str = "") -> None:
+    """For validators of "exactly one of these blocks" sections (an optimizer, a schedule)."""
+    chosen = [name for name in names if getattr(model, name) is not None]
+    if len(chosen) != 1:
+        raise ValueError(f"set exactly one {what}of {', '.join(names)} (got {chosen or 'none'})")
+
+
 def _format_location(loc: tuple[Any, ...]) -> str:
     path = ""
     for part in loc:
