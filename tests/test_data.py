@@ -34,9 +34,8 @@ from helpers_data import (
     write_parquet,
 )
 
+from tml.projects.twhin.batch.layout import SlotLayout, chunk_groups, chunks_per_relation
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.chunks import chunk_groups, chunks_per_relation
-from tml.projects.twhin.data.edges import SlotLayout
 from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import DataError
 
@@ -203,12 +202,14 @@ def test_train_and_validation_split_of_one_data_root_do_not_overlap(edges_root):
     del raw["validation_data"]["limit"]
     config = TwhinConfig.model_validate(raw)
 
+    shape = config.model.graph_shape()
     train = make_dataset(
-        config, config.train_data, "train_data", rank=0, world_size=1, shuffle=True
+        shape, config.train_data, "train_data", rank=0, world_size=1, seed=0, shuffle=True
     )
     validation = make_dataset(
-        config, config.validation_data, "validation_data", rank=0, world_size=1, shuffle=False
-    )
+        shape, config.validation_data, "validation_data", rank=0, world_size=1, seed=0,
+        shuffle=False,
+    )  # fmt: skip
     train_ids = set(epoch_edges(train)[:, 0].tolist())
     validation_ids = set(epoch_edges(validation)[:, 0].tolist())
     assert train_ids == set(range(60))
@@ -287,7 +288,7 @@ def test_positives_are_grouped_by_relation_and_keep_their_order_within_it(tmp_pa
     # relation 0: rows 0, 3; relation 1: row 2; relation 2: rows 1, 4, 5 (stable order)
     np.testing.assert_array_equal(real_edges(batch), edges[[0, 3, 2, 1, 4, 5]])
     assert batch.relation_offsets == (0, 2, 3, 6, 6)  # relation 3 has no positive
-    assert batch.in_batch_negatives == 3
+    assert batch.layout.in_batch_negatives == 3
     assert batch.relation.numpy().tolist() == [0, 0, 1, 2, 2, 2, 3, 3]  # padding: the last
 
 

@@ -8,8 +8,9 @@ import torch
 from torch.nn import functional as F
 
 from tests.helpers_data import decode_slots
+from tml.projects.twhin.batch.layout import GraphShape, SlotLayout
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.edges import EdgeBatchBuilder, SlotLayout
+from tml.projects.twhin.data.builder import EdgeBatchBuilder
 from tml.projects.twhin.models.losses import LOSSES, Logistic
 from tml.projects.twhin.models.model import TwhinModel
 
@@ -43,7 +44,7 @@ def make_model_and_builder(seed: int = 0) -> tuple[TwhinModel, EdgeBatchBuilder]
     for bag in model.tables.embedding_bags.values():
         torch.nn.init.normal_(bag.weight, std=0.5)
     builder = EdgeBatchBuilder(
-        ["user", "tweet"], [40, 30], [(0, 0), (0, 1)],
+        GraphShape(("user", "tweet"), (40, 30), ((0, 0), (0, 1))),
         SlotLayout(batch_size=8, global_negatives=3, in_batch_negatives=2, num_relations=2),
     )  # fmt: skip
     return model, builder
@@ -224,7 +225,7 @@ def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
         operator.translation.data = torch.randn(4) * 0.3
     layout = SlotLayout(batch_size=12, global_negatives=2, in_batch_negatives=2, num_relations=2,
                         global_negatives_per_chunk=per_chunk)  # fmt: skip
-    builder = EdgeBatchBuilder(["user", "tweet"], [40, 30], [(0, 0), (0, 1)], layout)
+    builder = EdgeBatchBuilder(GraphShape(("user", "tweet"), (40, 30), ((0, 0), (0, 1))), layout)
     lhs = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
     rel = np.array([1, 1, 1, 1, 1, 0, 1, 1, 0, 0])
     rhs = np.array([2, 7, 1, 8, 2, 8, 1, 8, 2, 8])

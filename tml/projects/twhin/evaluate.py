@@ -50,8 +50,9 @@ class RankingEvaluator:
         if data is None:
             raise DataError(f"the config has no {section} section to evaluate")
         return make_dataset(
-            self.config, data, section, rank=0, world_size=1, shuffle=False
-        ).all_edges()
+            self.config.model.graph_shape(), data, section, rank=0, world_size=1,
+            seed=self.config.training.seed, shuffle=False,
+        ).all_edges()  # fmt: skip
 
     def known(self) -> KnownEdges:
         if self._known is None:

@@ -27,8 +27,8 @@ from tml.core.preemption import StopAgreement
 from tml.core.prefetch import Prefetcher
 from tml.core.profiling import StepProfiler
 from tml.core.train_loop import LoopSchedule, train_loop
+from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.edges import EdgeBatch
 from tml.projects.twhin.data.factory import make_dataset
 from tml.projects.twhin.data.reader import EdgeDataset
 from tml.projects.twhin.export import CONFIG_COPY, export
@@ -105,14 +105,16 @@ def prepare(config: TwhinConfig, rank: int, world_size: int) -> PreparedRun:
             table.optimizer, device_type, f"model.embeddings.tables[{index}].optimizer"
         )
     check_compute_kernels(config.model, device_type)
+    shape, seed = config.model.graph_shape(), config.training.seed
     train_data = make_dataset(
-        config, config.train_data, "train_data", rank=rank, world_size=world_size, shuffle=True
-    )
+        shape, config.train_data, "train_data", rank=rank, world_size=world_size, seed=seed,
+        shuffle=True,
+    )  # fmt: skip
     validation_data = None
     if config.validation_data is not None and config.training.num_eval_steps != 0:
         validation_data = make_dataset(
-            config, config.validation_data, "validation_data",
-            rank=rank, world_size=world_size, shuffle=False,
+            shape, config.validation_data, "validation_data", rank=rank, world_size=world_size,
+            seed=seed, shuffle=False,
         )  # fmt: skip
     return PreparedRun(config, save_dir, train_data, validation_data)
 

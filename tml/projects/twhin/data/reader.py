@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tml.projects.twhin.batch.edge_batch import EdgeBatch
+from tml.projects.twhin.data.builder import EdgeBatchBuilder
 from tml.projects.twhin.data.config import TwhinDataConfig
-from tml.projects.twhin.data.edges import EdgeBatch, EdgeBatchBuilder
 
 COLUMNS = ("lhs", "rel", "rhs")
 

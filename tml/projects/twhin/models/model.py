@@ -12,7 +12,7 @@ from torchrec.modules.embedding_configs import DataType as TorchrecDataType
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-from tml.projects.twhin.data.edges import EdgeBatch
+from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.models.config import DataType, TwhinModelConfig
 from tml.projects.twhin.models.scorer import EdgeScorer
 
