@@ -17,8 +17,7 @@ import torch
 
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.factory import make_dataset
-from tml.projects.twhin.data.reader import EdgeDataset
+from tml.projects.twhin.data.dataset import EdgeDataset, make_dataset
 
 TABLES: dict[str, int] = {"user": 1000, "tweet": 100, "ad": 50}
 TABLE_NAMES = list(TABLES)

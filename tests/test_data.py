@@ -36,8 +36,8 @@ from helpers_data import (
 
 from tml.projects.twhin.batch.layout import SlotLayout, chunk_groups, chunks_per_relation
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.factory import make_dataset
-from tml.projects.twhin.data.reader import DataError
+from tml.projects.twhin.data.dataset import make_dataset
+from tml.projects.twhin.data.files import DataError
 
 
 @pytest.fixture

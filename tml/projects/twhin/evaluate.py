@@ -20,8 +20,8 @@ import torch
 
 from tml.core.config import ConfigError, load_config
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.factory import make_dataset
-from tml.projects.twhin.data.reader import DataError
+from tml.projects.twhin.data.dataset import make_dataset
+from tml.projects.twhin.data.files import DataError
 from tml.projects.twhin.export import CONFIG_COPY, load_tables, resolve_checkpoint
 from tml.projects.twhin.models.scorer import EdgeScorer
 from tml.projects.twhin.ranking import KnownEdges, evaluate_ranking

@@ -147,7 +147,7 @@ def export_table(
     formats: Sequence[str],
 ) -> list[Path]:  # fmt: skip
     """Stream one table from the checkpoint into every requested format."""
-    vocabulary = vocabulary_path(config, table.name)
+    vocabulary = vocabulary_path(config.train_data.data_root, table.name)
     names = read_names(vocabulary, table.num_embeddings) if vocabulary else None
     writers = [
         WRITERS[name](out_dir, table.name, table.num_embeddings, table.embedding_dim,

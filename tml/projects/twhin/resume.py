@@ -27,7 +27,7 @@ from tml.core.checkpoint import (
     step_directories,
 )
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.reader import EdgeDataset
+from tml.projects.twhin.data.dataset import EdgeDataset
 from tml.projects.twhin.models.sharding import ShardedTwhin
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,7 @@ from tml.core.profiling import StepProfiler
 from tml.core.train_loop import LoopSchedule, train_loop
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.factory import make_dataset
-from tml.projects.twhin.data.reader import EdgeDataset
+from tml.projects.twhin.data.dataset import EdgeDataset, make_dataset
 from tml.projects.twhin.export import CONFIG_COPY, export
 from tml.projects.twhin.models.sharding import ShardedTwhin, check_compute_kernels, shard_model
 from tml.projects.twhin.resume import restore

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from tml.core.distributed import DistributedContext
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.reader import EdgeDataset
+from tml.projects.twhin.data.dataset import EdgeDataset
 from tml.projects.twhin.evaluate import RankingEvaluator, scorer_with_state
 from tml.projects.twhin.models.sharding import ShardedTwhin, dense_state, gather_tables
 from tml.projects.twhin.ranking import auc_per_row

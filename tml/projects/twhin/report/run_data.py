@@ -85,7 +85,10 @@ class RunData:
     def read(cls, save_dir: Path, sample: int) -> RunData:
         config_path = save_dir / CONFIG_COPY
         config = load_config(TwhinConfig, config_path)
-        communities = read_communities(config)
+        communities = read_communities(
+            config.train_data.data_root,
+            {table.name: table.num_embeddings for table in config.model.embeddings.tables},
+        )
         tables = []
         for table in config.model.embeddings.tables:
             path = save_dir / "embeddings" / f"{table.name}.parquet"
