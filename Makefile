@@ -40,7 +40,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 data: $(SYNTHETIC_DIR)/graph.json  ## generate the synthetic Twitter-like graph (once)
 
 $(SYNTHETIC_DIR)/graph.json: | $(VENV)/.installed
-	$(PY) -m tml.projects.twhin.data.synthetic --out $(SYNTHETIC_DIR) --overwrite
+	$(PY) -m tml.projects.twhin.synthetic --out $(SYNTHETIC_DIR) --overwrite
 
 # tml.core.launch is torchrun that checkpoints and exits 0 on SIGTERM and does not retry bad input.
 run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks into SAVE_DIR

@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from tml.core.profiling import WARMUP_STEPS  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
-from tml.projects.twhin.data import synthetic  # noqa: E402
 from tml.projects.twhin.data.dataset import make_dataset  # noqa: E402
+from tml.projects.twhin.tools import synthetic  # noqa: E402
 
 RUN_PY = REPO / "tml" / "projects" / "twhin" / "run.py"
 PBG_EDGES_PER_S = 208_000

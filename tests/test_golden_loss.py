@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, assert_ok, run_torchrun, write_config
-from tml.projects.twhin.data import synthetic
+from tml.projects.twhin.tools import synthetic
 
 GOLDEN = REPO / "tests" / "assets" / "local_loss_curve.json"
 STEPS = int(os.environ.get("TML_GOLDEN_STEPS", "200"))

@@ -15,17 +15,17 @@ import pytest
 import yaml
 
 from tml.core.config import load_config
-from tml.projects.twhin import import_kg as import_kg_module
+from tml.core.files import OutputExistsError
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.synthetic import OutputExistsError
-from tml.projects.twhin.import_kg import (
+from tml.projects.twhin.models.operators import OPERATORS
+from tml.projects.twhin.tools import import_kg as import_kg_module
+from tml.projects.twhin.tools.import_kg import (
     KgImportError,
     default_training_settings,
     import_kg,
     reading,
     writing,
 )
-from tml.projects.twhin.models.operators import OPERATORS
 
 REPO = Path(__file__).resolve().parents[1]
 KINSHIPS = REPO / "datasets" / "kinships"

@@ -9,7 +9,7 @@ import yaml
 from tests.conftest import REPO
 from tml.core.config import load_config
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.import_kg import import_kg
+from tml.projects.twhin.tools.import_kg import import_kg
 
 KINSHIPS = REPO / "datasets" / "kinships"
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tml.projects.twhin.data import synthetic
-from tml.projects.twhin.data.synthetic import RELATIONS, TABLES, OutputExistsError, generate
+from tml.projects.twhin.tools.synthetic import RELATIONS, TABLES, OutputExistsError, generate
+from tml.projects.twhin.tools.synthetic import generator as synthetic_generator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,7 +252,7 @@ def test_failure_leaves_no_partial_output(tmp_path: Path, monkeypatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(synthetic, "_write_communities", boom)
+    monkeypatch.setattr(synthetic_generator, "_write_communities", boom)
     with pytest.raises(RuntimeError):
         generate(str(tmp_path / "out"), **dict(SMALL, num_edges=1000))
     assert os.listdir(tmp_path) == []
@@ -267,7 +267,7 @@ def test_bad_relation_mix_is_rejected(tmp_path: Path, mix: str) -> None:
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "tml.projects.twhin.data.synthetic", *args],
+        [sys.executable, "-m", "tml.projects.twhin.synthetic", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -30,16 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from tml.core.files import staging_path
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.models.scorer import EdgeScorer
 
 FORMATS = ("parquet", "npy", "tsv")
 RELATIONS_FILE = "relations.parquet"
 _OPERATOR_GROUPS = (("operators", ""), ("reverse_operators", "reverse."))
-
-
-def _staging(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
 
 
 def _text(name: object) -> str:
@@ -66,7 +63,7 @@ class TableWriter:
             )
         finished = self._finish()
         for path in finished:
-            _staging(path).replace(path)
+            staging_path(path).replace(path)
         return finished
 
     def _write(self, start: int, vectors: np.ndarray, names: np.ndarray | None) -> None:
@@ -87,7 +84,7 @@ class ParquetTableWriter(TableWriter):
         fields.append(("embedding", pa.list_(pa.float32(), dim)))
         # No dictionary pages: ids, names and float vectors are all unique (twice as fast).
         self._writer = pq.ParquetWriter(
-            _staging(self.path), pa.schema(fields), use_dictionary=False
+            staging_path(self.path), pa.schema(fields), use_dictionary=False
         )
 
     def _write(self, start: int, vectors: np.ndarray, names: np.ndarray | None) -> None:
@@ -110,9 +107,9 @@ class NpyTableWriter(TableWriter):
         self.names_path = directory / f"{table}.names.txt"
         # A memory-mapped file: blocks go straight to disk, the table is never held whole.
         self._array = np.lib.format.open_memmap(
-            _staging(self.path), mode="w+", dtype=np.float32, shape=(num_rows, dim)
+            staging_path(self.path), mode="w+", dtype=np.float32, shape=(num_rows, dim)
         )
-        self._names: TextIO | None = open(_staging(self.names_path), "w") if named else None  # noqa: SIM115
+        self._names: TextIO | None = open(staging_path(self.names_path), "w") if named else None  # noqa: SIM115
 
     def _write(self, start: int, vectors: np.ndarray, names: np.ndarray | None) -> None:
         self._array[start : start + len(vectors)] = vectors
@@ -133,8 +130,8 @@ class TsvTableWriter(TableWriter):
         super().__init__(directory, table, num_rows, dim, named)
         self.path = directory / f"{table}.tsv"
         self.metadata_path = directory / f"{table}.metadata.tsv"
-        self._vectors = open(_staging(self.path), "w")  # noqa: SIM115
-        self._labels = open(_staging(self.metadata_path), "w")  # noqa: SIM115
+        self._vectors = open(staging_path(self.path), "w")  # noqa: SIM115
+        self._labels = open(staging_path(self.metadata_path), "w")  # noqa: SIM115
 
     def _write(self, start: int, vectors: np.ndarray, names: np.ndarray | None) -> None:
         np.savetxt(self._vectors, vectors, fmt="%.8g", delimiter="\t")

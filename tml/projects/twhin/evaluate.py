@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tml.core.config import ConfigError, load_config
+from tml.core.files import write_text_atomically
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import make_dataset
 from tml.projects.twhin.data.files import DataError
@@ -113,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     line = json.dumps(result)
     out = save_dir / "eval" / f"{args.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp")
-    staging.write_text(line + "\n")
-    staging.replace(out)
+    write_text_atomically(out, line + "\n")
     print(line)
     return 0
 

@@ -36,6 +36,7 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 
 from tml.core.checkpoint import complete_checkpoints, is_complete
 from tml.core.config import ConfigError, load_config
+from tml.core.files import atomic_output
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.graph_files import read_names, vocabulary_path
 from tml.projects.twhin.embedding_files import FORMATS, RELATIONS_FILE, WRITERS, relation_records
@@ -176,9 +177,8 @@ def export(
         written += export_table(config, path, table, out_dir, formats)
     relations = pa.Table.from_pylist(relation_records(config, load_dense(config, path)))
     target = out_dir / RELATIONS_FILE
-    staging = target.with_name(f".{target.name}.tmp")
-    pq.write_table(relations, staging)
-    staging.replace(target)
+    with atomic_output(target) as staging:
+        pq.write_table(relations, staging)
     written.append(target)
     names = ", ".join(table.name for table in config.model.embeddings.tables)
     log.info("exported %s (%s) from %s to %s", names, ", ".join(formats), path, out_dir)

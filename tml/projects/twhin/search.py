@@ -30,6 +30,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from tml.core.files import atomic_output
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.ranking import top_k
 
@@ -174,8 +175,7 @@ def cached_index(
         return FaissIndex(faiss.read_index(str(path)), comparator), path, False
     index = FaissIndex.build(vectors, comparator, nlist)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index.index, str(staging))
-    staging.replace(path)
+    with atomic_output(path) as staging:
+        faiss.write_index(index.index, str(staging))
     note_path.write_text(json.dumps(asdict(note)) + "\n")
     return index, path, True

@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from tml.core.files import write_text_atomically
 from tml.projects.twhin.report.run_data import RunData
 
 _STYLE = """
@@ -85,7 +86,5 @@ def write_page(run: RunData, plots: list[tuple[str, str]], path: Path) -> Path:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     parts += ["<h2>Config</h2>", f"<pre>{html.escape(run.config_text)}</pre>", "</body></html>"]
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text("\n".join(parts) + "\n")
-    staging.replace(path)
+    write_text_atomically(path, "\n".join(parts) + "\n")
     return path

@@ -7,28 +7,27 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
-from tml.projects.twhin.import_kg import reading
-from tml.projects.twhin.import_kg.config_file import (
+from tml.core.files import check_out_dir, publish_directory, staging_directory
+from tml.projects.twhin.data.graph_files import VOCAB_DIR
+from tml.projects.twhin.models.operators import OPERATORS
+from tml.projects.twhin.tools.import_kg import reading
+from tml.projects.twhin.tools.import_kg.config_file import (
     build_config,
     command_line,
     config_header,
     write_config,
 )
-from tml.projects.twhin.import_kg.errors import KgImportError
-from tml.projects.twhin.import_kg.reading import DEFAULT_BLOCK_SIZE, EDGE_COLUMNS
-from tml.projects.twhin.import_kg.vocabulary import Vocabulary
-from tml.projects.twhin.import_kg.writing import (
-    EdgeWriter,
-    check_out_dir,
-    publish,
+from tml.projects.twhin.tools.import_kg.errors import KgImportError
+from tml.projects.twhin.tools.import_kg.reading import DEFAULT_BLOCK_SIZE, EDGE_COLUMNS
+from tml.projects.twhin.tools.import_kg.vocabulary import Vocabulary
+from tml.projects.twhin.tools.import_kg.writing import (
+    edge_writer,
     write_relations,
     write_vocabularies,
 )
-from tml.projects.twhin.models.operators import OPERATORS
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
@@ -80,27 +79,24 @@ def import_kg(
     type_map = reading.read_types(types_path, delimiter, header, block_size) if types_path else None
     vocabulary = Vocabulary(type_map, types_path)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkdtemp: its 0700 mode would survive the rename; mkdir honours the umask.
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    tmp = staging_directory(out_dir)
     try:
         edges: dict[str, int] = {}
         for split, path in files.items():
-            writer = EdgeWriter(tmp / split)
+            writer = edge_writer(tmp / split)
             for rows in reading.read_rows(path, EDGE_COLUMNS, delimiter, header, block_size):
                 writer.append(*vocabulary.encode(path, rows, split))
             writer.close()
             edges[split] = writer.num_rows
         if edges["train"] == 0:
             raise KgImportError(f"{files['train']}: no edges to train on")
-        write_vocabularies(tmp / "vocab", vocabulary)
+        write_vocabularies(tmp / VOCAB_DIR, vocabulary)
         write_relations(tmp / "relations.parquet", vocabulary)
         command = command_line(files, out_dir, operator, dim, types_path, delimiter, header)
         config = build_config(out_dir, vocabulary, edges, operator, dim)
         header_lines = config_header(out_dir, files, types_path, command)
         write_config(tmp / "config.yaml", config, header_lines)
-        publish(tmp, out_dir, overwrite)
+        publish_directory(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

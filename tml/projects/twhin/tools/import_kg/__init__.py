@@ -28,26 +28,27 @@ The data flow, one module per step:
 * `vocabulary`: names -> ids per table and per relation, one table pair per relation;
 * `writing`: ids -> parquet edges, vocab and relations; the finished directory put in place;
 * `config_file`: `default_training_settings` and the generated, validated ``config.yaml``;
-* `importer`: `import_kg`, which runs the steps above in order;
-* `cli` (and ``__main__``): the command line.
+* `importer`: `import_kg`, which runs the steps above in order.
+
+The command line is `tml/projects/twhin/import_kg.py`.
 
 Module constants are read where they are defined: patch ``writing.ROW_GROUP_SIZE`` or
 ``reading.read_rows``, not the names re-exported here.
 """
 
-from tml.projects.twhin.import_kg.cli import main
-from tml.projects.twhin.import_kg.config_file import default_training_settings
-from tml.projects.twhin.import_kg.errors import KgImportError
-from tml.projects.twhin.import_kg.importer import SPLITS, format_summary, import_kg
-from tml.projects.twhin.import_kg.reading import (
+from tml.core.files import OutputExistsError
+from tml.projects.twhin.data.files import EDGE_SCHEMA
+from tml.projects.twhin.tools.import_kg.config_file import default_training_settings
+from tml.projects.twhin.tools.import_kg.errors import KgImportError
+from tml.projects.twhin.tools.import_kg.importer import SPLITS, format_summary, import_kg
+from tml.projects.twhin.tools.import_kg.reading import (
     DEFAULT_BLOCK_SIZE,
     DELIMITERS,
     EDGE_COLUMNS,
     TYPE_COLUMNS,
 )
-from tml.projects.twhin.import_kg.vocabulary import DEFAULT_TABLE
-from tml.projects.twhin.import_kg.writing import (
-    EDGE_SCHEMA,
+from tml.projects.twhin.tools.import_kg.vocabulary import DEFAULT_TABLE
+from tml.projects.twhin.tools.import_kg.writing import (
     RELATION_SCHEMA,
     ROW_GROUP_SIZE,
     ROWS_PER_FILE,
@@ -70,5 +71,5 @@ __all__ = [
     "default_training_settings",
     "format_summary",
     "import_kg",
-    "main",
+    "OutputExistsError",
 ]

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from tml.projects.twhin.import_kg.errors import KgImportError
+from tml.projects.twhin.tools.import_kg.errors import KgImportError
 
 EDGE_COLUMNS: tuple[str, ...] = ("head", "relation", "tail")
 TYPE_COLUMNS: tuple[str, ...] = ("name", "type")

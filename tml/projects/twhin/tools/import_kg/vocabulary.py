@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from tml.projects.twhin.import_kg.errors import KgImportError
-from tml.projects.twhin.import_kg.reading import Rows
+from tml.projects.twhin.tools.import_kg.errors import KgImportError
+from tml.projects.twhin.tools.import_kg.reading import Rows
 
 DEFAULT_TABLE = "entity"
 

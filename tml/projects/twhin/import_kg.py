@@ -1,4 +1,7 @@
-"""Command line: ``python -m tml.projects.twhin.import_kg`` (see the package docstring)."""
+"""Import a knowledge graph of named triples: ``python -m tml.projects.twhin.import_kg``.
+
+Thin command over `tools.import_kg` (its docstring lists the files written and the steps).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tml.projects.twhin.data.synthetic import OutputExistsError
-from tml.projects.twhin.import_kg.errors import KgImportError
-from tml.projects.twhin.import_kg.importer import format_summary, import_kg
-from tml.projects.twhin.import_kg.reading import DELIMITERS
+from tml.core.files import OutputExistsError
 from tml.projects.twhin.models.operators import OPERATORS
+from tml.projects.twhin.tools.import_kg import DELIMITERS, KgImportError, format_summary, import_kg
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -71,3 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_summary(summary))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
