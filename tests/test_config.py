@@ -21,7 +21,7 @@ import yaml
 from tml.core.config import ConfigError, load_config
 from tml.core.optimizers import OptimizerConfig, dense_optimizer_factory, fused_table_optimizer
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.models.sharding import check_compute_kernels
+from tml.projects.twhin.parallel.planner import check_compute_kernels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

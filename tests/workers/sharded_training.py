@@ -21,7 +21,7 @@ from tml.core.distributed import init_distributed, shutdown  # noqa: E402
 from tml.projects.twhin.batch.layout import SlotLayout  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
 from tml.projects.twhin.data.builder import EdgeBatchBuilder  # noqa: E402
-from tml.projects.twhin.models.sharding import shard_model  # noqa: E402
+from tml.projects.twhin.parallel.sharded_model import shard_model  # noqa: E402
 
 GLOBAL_BATCH = 64
 STEPS = 6

@@ -28,7 +28,7 @@ from tml.core.checkpoint import (
 )
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
-from tml.projects.twhin.models.sharding import ShardedTwhin
+from tml.projects.twhin.parallel.sharded_model import ShardedTwhin
 
 log = logging.getLogger(__name__)
 

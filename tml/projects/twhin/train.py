@@ -31,9 +31,10 @@ from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset, make_dataset
 from tml.projects.twhin.export import CONFIG_COPY, export
-from tml.projects.twhin.models.sharding import ShardedTwhin, check_compute_kernels, shard_model
+from tml.projects.twhin.parallel.norms import table_norm_stats
+from tml.projects.twhin.parallel.planner import check_compute_kernels
+from tml.projects.twhin.parallel.sharded_model import ShardedTwhin, shard_model
 from tml.projects.twhin.resume import restore
-from tml.projects.twhin.table_norms import table_norm_stats
 from tml.projects.twhin.validation import Validator
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from tml.projects.twhin.models.config import TwhinModelConfig
-from tml.projects.twhin.models.sharding import local_shards, table_weights
+from tml.projects.twhin.parallel.tables import local_shards, table_weights
 
 BLOCK_ROWS = 65_536  # rows converted to fp32 at a time, so fp16 shards are never copied whole
 
