@@ -18,9 +18,9 @@ import torch.distributed.checkpoint as dcp
 import yaml
 
 from tml.core.config import load_config
+from tml.projects.twhin.artifacts.embedding_files import FORMATS, read_table, relation_scorer
+from tml.projects.twhin.artifacts.export import export
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.embedding_files import FORMATS, read_table, relation_scorer
-from tml.projects.twhin.export import export
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.scorer import EdgeScorer
 from tml.projects.twhin.neighbors import find_neighbors

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tests.conftest import REPO, RUN_PY, assert_ok, torchrun_env
-from tml.projects.twhin.embedding_files import read_table
+from tml.projects.twhin.artifacts.embedding_files import read_table
 
 
 def write_tsv(path: Path, rows: np.ndarray) -> None:

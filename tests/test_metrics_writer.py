@@ -12,7 +12,7 @@ from tml.core.metrics import MetricsWriter
 
 
 def test_records_become_tensorboard_scalars(tmp_path: Path) -> None:
-    writer = MetricsWriter(tmp_path / "metrics.jsonl", enabled=True)
+    writer = MetricsWriter(tmp_path / "metrics.jsonl", tmp_path / "tensorboard", enabled=True)
     for step, loss in ((10, 0.5), (20, 0.25)):
         writer.write(
             {"step": step, "epoch": 0, "loss": loss, "lr": {"user": 0.1, "relations": 0.01}}
@@ -42,7 +42,7 @@ def test_records_become_tensorboard_scalars(tmp_path: Path) -> None:
 
 
 def test_disabled_writer_writes_nothing(tmp_path: Path) -> None:
-    writer = MetricsWriter(tmp_path / "metrics.jsonl", enabled=False)
+    writer = MetricsWriter(tmp_path / "metrics.jsonl", tmp_path / "tensorboard", enabled=False)
     writer.write({"step": 1, "loss": 1.0})
     writer.close()
     assert list(tmp_path.iterdir()) == []

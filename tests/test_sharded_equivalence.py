@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from tests.conftest import REPO, assert_ok, torchrun_env
+from tml.projects.twhin.artifacts.checkpoints import load_tables
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.export import load_tables
 
 WORKER = REPO / "tests" / "workers" / "sharded_training.py"
 

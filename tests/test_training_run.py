@@ -23,8 +23,9 @@ from tests.conftest import (
     write_config,
 )  # fmt: skip
 from tml.core.checkpoint import complete_checkpoints
+from tml.projects.twhin.artifacts.checkpoints import load_tables
+from tml.projects.twhin.artifacts.export import export
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.export import export, load_tables
 
 
 def read_metrics(save_dir: Path) -> list[dict]:

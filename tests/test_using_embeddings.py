@@ -18,12 +18,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import REPO, assert_ok, torchrun_env
 from tml.core.config import load_config
+from tml.projects.twhin.artifacts.checkpoints import iter_table_rows, load_tables
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.evaluate import scorer_with_state
-from tml.projects.twhin.export import iter_table_rows, load_tables
 from tml.projects.twhin.neighbors import find_neighbors
 from tml.projects.twhin.report import write_report
-from tml.projects.twhin.search import INDEX_DIR
 
 
 def run_config(save_dir: Path) -> TwhinConfig:
@@ -113,7 +113,7 @@ def test_faiss_index_is_built_once_and_agrees_with_exact_search(trained_run: Pat
     reused = find_neighbors(trained_run, "user", ["3"], relation="fav", k=10, index="faiss",
                             nlist=8, nprobe=8)  # fmt: skip
     assert "built now" in built["search"] and "reused" in reused["search"]
-    assert (trained_run / INDEX_DIR / "tweet.dot.faiss").is_file()
+    assert RunDir(trained_run).faiss_index("tweet", "dot").is_file()
     ids = [[n["id"] for n in r["results"][0]["neighbors"]] for r in (exact, built, reused)]
     assert ids[0] == ids[1] == ids[2]
 

@@ -20,10 +20,11 @@ import torch
 
 from tml.core.config import ConfigError, load_config
 from tml.core.files import write_text_atomically
+from tml.projects.twhin.artifacts.checkpoints import load_tables, resolve_checkpoint
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import make_dataset
 from tml.projects.twhin.data.files import DataError
-from tml.projects.twhin.export import CONFIG_COPY, load_tables, resolve_checkpoint
 from tml.projects.twhin.models.scorer import EdgeScorer
 from tml.projects.twhin.ranking import KnownEdges, evaluate_ranking
 
@@ -86,7 +87,7 @@ class RankingEvaluator:
 def evaluate_checkpoint(
     save_dir: Path, config: TwhinConfig, split: str, checkpoint: str | None
 ) -> dict[str, float | str]:
-    path = resolve_checkpoint(save_dir, checkpoint)
+    path = resolve_checkpoint(RunDir(save_dir), checkpoint)
     tables, dense = load_tables(config, path)
     metrics = RankingEvaluator(config).evaluate(
         tables, scorer_with_state(config, dense), SPLITS[split]
@@ -106,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     save_dir = Path(args.save_dir)
     try:
-        config = load_config(TwhinConfig, args.config_yaml_path or save_dir / CONFIG_COPY)
+        config = load_config(TwhinConfig, args.config_yaml_path or RunDir(save_dir).config)
         result = evaluate_checkpoint(save_dir, config, args.split, args.checkpoint)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     line = json.dumps(result)
-    out = save_dir / "eval" / f"{args.split}.json"
+    out = RunDir(save_dir).evaluation(args.split)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out, line + "\n")
     print(line)

@@ -29,9 +29,14 @@ import numpy as np
 import torch
 
 from tml.core.config import ConfigError, load_config
+from tml.projects.twhin.artifacts.embedding_files import (
+    EmbeddingTable,
+    parquet_file,
+    read_table,
+    relation_scorer,
+)
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.embedding_files import EmbeddingTable, read_table, relation_scorer
-from tml.projects.twhin.export import CONFIG_COPY
 from tml.projects.twhin.search import cached_index, exact_search
 
 LARGE_TABLE_ROWS = 1_000_000
@@ -112,9 +117,9 @@ def find_neighbors(
     nlist: int | None = None,
 ) -> dict[str, Any]:
     """The k best neighbours of each query, as a JSON-ready dict (see `--json`)."""
-    save_dir = Path(save_dir)
-    config = load_config(TwhinConfig, save_dir / CONFIG_COPY)
-    embeddings = save_dir / "embeddings"
+    run = RunDir.at(save_dir)
+    config = load_config(TwhinConfig, run.config)
+    embeddings = run.embeddings
     plan = plan_search(config, table, relation, target, embeddings)
     source = read_table(embeddings, table)
     candidates = source if plan.target == table else read_table(embeddings, plan.target)
@@ -131,7 +136,7 @@ def find_neighbors(
         used = "exact"
     else:
         faiss_index, path, built = cached_index(
-            save_dir, plan.target, embeddings / f"{plan.target}.parquet", candidates.vectors,
+            run, plan.target, parquet_file(embeddings, plan.target), candidates.vectors,
             plan.comparator, nlist,
         )  # fmt: skip
         # One extra, in case the query itself comes back and is dropped.

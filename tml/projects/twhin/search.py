@@ -15,7 +15,7 @@ l1          L1                                 -v
 The index is an inverted file (IVF: `nlist` clusters, `nprobe` of them searched per query,
 approximate; by default nlist/16 clusters, at least 8, are searched) for large tables and a
 flat one (exhaustive, exact) for small ones. It is stored under
-`D/index/<table>.<comparator>.faiss` with a JSON note of the file it was built from, and rebuilt
+`D/index/<table>.<comparator>.faiss` (`RunDir.faiss_index`) with a JSON note of the file it was built from, and rebuilt
 when that file changes.
 """
 
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from tml.core.files import atomic_output
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.ranking import top_k
 
-INDEX_DIR = "index"
 FLAT_BELOW_ROWS = 50_000
 """Tables smaller than this get an exhaustive flat index: IVF saves nothing there."""
 TRAIN_ROWS_PER_LIST = 64
@@ -154,7 +154,7 @@ def default_nlist(rows: int) -> int:
 
 
 def cached_index(
-    save_dir: Path,
+    run: RunDir,
     table: str,
     source: Path,
     vectors: np.ndarray,
@@ -169,7 +169,7 @@ def cached_index(
     nlist = default_nlist(len(vectors)) if nlist is None else nlist
     stat = source.stat()
     note = IndexNote(str(source.resolve()), stat.st_size, stat.st_mtime_ns, comparator, nlist)
-    path = save_dir / INDEX_DIR / f"{table}.{comparator}.faiss"
+    path = run.faiss_index(table, comparator)
     note_path = path.with_suffix(".json")
     if path.is_file() and note_path.is_file() and json.loads(note_path.read_text()) == asdict(note):
         return FaissIndex(faiss.read_index(str(path)), comparator), path, False

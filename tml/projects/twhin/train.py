@@ -27,10 +27,11 @@ from tml.core.preemption import StopAgreement
 from tml.core.prefetch import Prefetcher
 from tml.core.profiling import StepProfiler
 from tml.core.train_loop import LoopSchedule, train_loop
+from tml.projects.twhin.artifacts.export import export
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset, make_dataset
-from tml.projects.twhin.export import CONFIG_COPY, export
 from tml.projects.twhin.parallel.norms import table_norm_stats
 from tml.projects.twhin.parallel.planner import check_compute_kernels
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin, shard_model
@@ -66,7 +67,7 @@ def check_save_dir(save_dir: Path, config: TwhinConfig) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise SaveDirError(f"save_dir {save_dir} is not writable (checked {probe})")
-    previous = save_dir / CONFIG_COPY
+    previous = RunDir(save_dir).config
     if previous.is_file():
         old = yaml.safe_load(previous.read_text()) or {}
         old_tables = {
@@ -147,7 +148,9 @@ class TwhinTrainer:
         self.checkpoints = CheckpointManager(
             run.save_dir / "checkpoints", training.checkpoint_max_to_keep, ctx.rank
         )
-        self.metrics = MetricsWriter(run.save_dir / "metrics.jsonl", ctx.is_chief)
+        self.metrics = MetricsWriter(
+            RunDir(run.save_dir).metrics, RunDir(run.save_dir).tensorboard, ctx.is_chief
+        )
         self.steps_per_epoch = run.train_data.steps_per_epoch
         self.position_offset = 0  # data position minus step; not 0 after a world size change
         self._config_copied = False  # the config beside the checkpoints (export reads it)
@@ -177,7 +180,7 @@ class TwhinTrainer:
         if self.ctx.is_chief and not self._config_copied:
             # Only now: a run that fails before its first checkpoint leaves the save dir as it was.
             config_copy = self.config.model_dump(mode="json", exclude_none=True)
-            (self.run.save_dir / CONFIG_COPY).write_text(
+            RunDir(self.run.save_dir).config.write_text(
                 yaml.safe_dump(config_copy, sort_keys=False)
             )
             self._config_copied = True

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.report.page import write_page
 from tml.projects.twhin.report.plots import PLOTS
 from tml.projects.twhin.report.run_data import RunData
 
-REPORT_DIR = "report"
 DEFAULT_SAMPLE = 2000
 
 
@@ -24,7 +24,7 @@ def write_report(save_dir: str | Path, sample: int = DEFAULT_SAMPLE) -> Path:
     """Draw every plot the run has data for, then the page; returns index.html's path."""
     save_dir = Path(save_dir)
     run = RunData.read(save_dir, sample)
-    out = save_dir / REPORT_DIR
+    out = RunDir(save_dir).report
     out.mkdir(parents=True, exist_ok=True)
     drawn = []
     for name, caption, draw in PLOTS:

@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tml.core.config import load_config
+from tml.projects.twhin.artifacts.embedding_files import parquet_file
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.graph_files import read_communities
-from tml.projects.twhin.export import CONFIG_COPY
 
 READ_BATCH_ROWS = 65_536
 
@@ -83,15 +84,15 @@ class RunData:
 
     @classmethod
     def read(cls, save_dir: Path, sample: int) -> RunData:
-        config_path = save_dir / CONFIG_COPY
-        config = load_config(TwhinConfig, config_path)
+        run = RunDir(save_dir)
+        config = load_config(TwhinConfig, run.config)
         communities = read_communities(
             config.train_data.data_root,
             {table.name: table.num_embeddings for table in config.model.embeddings.tables},
         )
         tables = []
         for table in config.model.embeddings.tables:
-            path = save_dir / "embeddings" / f"{table.name}.parquet"
+            path = parquet_file(run.embeddings, table.name)
             if not path.is_file():
                 raise FileNotFoundError(f"{path} does not exist; run tml.projects.twhin.export")
             norms, rows, vectors = sample_table(path, sample)
@@ -99,9 +100,9 @@ class RunData:
             tables.append(TableSample(table.name, norms, rows, vectors, labels))
         evaluations = {
             path.stem: json.loads(path.read_text())
-            for path in sorted((save_dir / "eval").glob("*.json"))
+            for path in sorted(run.evaluations.glob("*.json"))
         }
         return cls(
-            save_dir, config, config_path.read_text(), MetricSeries.read(save_dir / "metrics.jsonl"),
+            save_dir, config, run.config.read_text(), MetricSeries.read(run.metrics),
             tables, evaluations,
         )  # fmt: skip

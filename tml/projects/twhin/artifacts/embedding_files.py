@@ -39,6 +39,11 @@ RELATIONS_FILE = "relations.parquet"
 _OPERATOR_GROUPS = (("operators", ""), ("reverse_operators", "reverse."))
 
 
+def parquet_file(directory: Path, table: str) -> Path:
+    """A table's parquet export in an export folder (what training writes at its end)."""
+    return directory / f"{table}.parquet"
+
+
 def _text(name: object) -> str:
     return str(name).replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
@@ -77,7 +82,7 @@ class TableWriter:
 class ParquetTableWriter(TableWriter):
     def __init__(self, directory: Path, table: str, num_rows: int, dim: int, named: bool) -> None:
         super().__init__(directory, table, num_rows, dim, named)
-        self.path = directory / f"{table}.parquet"
+        self.path = parquet_file(directory, table)
         fields = [("id", pa.int64())]
         if named:
             fields.append(("name", pa.string()))
@@ -187,7 +192,7 @@ class EmbeddingTable:
 
 def read_table(directory: Path, table: str) -> EmbeddingTable:
     """Read `<table>.parquet` from an export folder."""
-    path = directory / f"{table}.parquet"
+    path = parquet_file(directory, table)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run tml.projects.twhin.export first")
     data = pq.read_table(path)
