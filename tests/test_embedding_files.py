@@ -23,8 +23,8 @@ from tml.projects.twhin.artifacts.export import export
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.scorer import EdgeScorer
-from tml.projects.twhin.neighbors import find_neighbors
-from tml.projects.twhin.search import FaissIndex, exact_search
+from tml.projects.twhin.search.backends import FaissIndex, exact_search
+from tml.projects.twhin.search.neighbors import find_neighbors
 
 PEOPLE = ["ann", "bob", "tab\there", "dora", "eve", "fay", None]  # None: no vocabulary entry
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.eval.ranking import KnownEdges, evaluate_ranking, realistic_ranks
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
 from tml.projects.twhin.models.scorer import EdgeScorer
-from tml.projects.twhin.ranking import KnownEdges, evaluate_ranking, realistic_ranks
 
 
 def scorer_for(

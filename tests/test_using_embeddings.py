@@ -21,9 +21,9 @@ from tml.core.config import load_config
 from tml.projects.twhin.artifacts.checkpoints import iter_table_rows, load_tables
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.evaluate import scorer_with_state
-from tml.projects.twhin.neighbors import find_neighbors
-from tml.projects.twhin.report import write_report
+from tml.projects.twhin.eval.evaluator import scorer_with_state
+from tml.projects.twhin.run_report import write_report
+from tml.projects.twhin.search.neighbors import find_neighbors
 
 
 def run_config(save_dir: Path) -> TwhinConfig:

@@ -19,10 +19,10 @@ import torch.distributed as dist
 from tml.core.distributed import DistributedContext
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
-from tml.projects.twhin.evaluate import RankingEvaluator, scorer_with_state
+from tml.projects.twhin.eval.evaluator import RankingEvaluator, scorer_with_state
+from tml.projects.twhin.eval.ranking import auc_per_row
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin
 from tml.projects.twhin.parallel.tables import dense_state, gather_tables
-from tml.projects.twhin.ranking import auc_per_row
 
 
 def sampled_auc_sums(output: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

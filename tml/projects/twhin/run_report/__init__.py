@@ -5,7 +5,7 @@
 writes `D/report/`: loss, validation metrics, throughput, learning rates and embedding norms over
 steps (from metrics.jsonl), norm histograms of the exported tables and a PCA projection of a
 sample of their rows, coloured by planted community on the synthetic graph and by entity type
-otherwise. Modules: run_data (reading), plots (figures), page (html).
+otherwise. Modules: run_data (reading), plots (figures), page (html); the command is report.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tml.projects.twhin.artifacts.run_dir import RunDir
-from tml.projects.twhin.report.page import write_page
-from tml.projects.twhin.report.plots import PLOTS
-from tml.projects.twhin.report.run_data import RunData
+from tml.projects.twhin.run_report.page import write_page
+from tml.projects.twhin.run_report.plots import PLOTS
+from tml.projects.twhin.run_report.run_data import RunData
 
 DEFAULT_SAMPLE = 2000
 

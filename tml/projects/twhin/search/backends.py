@@ -32,8 +32,8 @@ import torch
 
 from tml.core.files import atomic_output
 from tml.projects.twhin.artifacts.run_dir import RunDir
+from tml.projects.twhin.eval.scoring import top_k
 from tml.projects.twhin.models.comparators import COMPARATORS
-from tml.projects.twhin.ranking import top_k
 
 FLAT_BELOW_ROWS = 50_000
 """Tables smaller than this get an exhaustive flat index: IVF saves nothing there."""
@@ -51,7 +51,7 @@ def exact_search(
     candidate_operator: torch.nn.Module | None = None,
     exclude: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, rows), (q, k) each, best first, by scoring every candidate (ranking.top_k)."""
+    """(scores, rows), (q, k) each, best first, by scoring every candidate (eval.scoring.top_k)."""
     scores, rows = top_k(
         queries.float(), candidates, COMPARATORS[comparator](), k, candidate_operator, exclude
     )

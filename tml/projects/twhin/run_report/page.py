@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tml.core.files import write_text_atomically
-from tml.projects.twhin.report.run_data import RunData
+from tml.projects.twhin.run_report.run_data import RunData
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }

@@ -10,17 +10,15 @@ is not punished for ranking another correct answer first. Ties count half (the r
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from tml.projects.twhin.models.comparators import Comparator
+from tml.projects.twhin.eval.scoring import TABLE_CHUNK_ROWS, score_chunks
 from tml.projects.twhin.models.scorer import EdgeScorer
 
 SCORES_IN_MEMORY = 1 << 26  # floats per (queries x candidates) block: 256 MiB
-TABLE_CHUNK_ROWS = 1 << 16
 HITS_AT = (1, 3, 10)
 
 
@@ -134,23 +132,6 @@ def sampled_auc(
     return auc_per_row(true_scores.unsqueeze(1), drawn, valid)
 
 
-def score_chunks(
-    queries: torch.Tensor,
-    table: torch.Tensor,
-    comparator: Comparator,
-    operator: torch.nn.Module | None = None,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first row, (q, chunk) scores) of the queries against `table`, chunk by chunk.
-
-    With `operator`, the candidates are heads: they are transformed before comparing.
-    """
-    for start in range(0, len(table), TABLE_CHUNK_ROWS):
-        chunk = table[start : start + TABLE_CHUNK_ROWS]
-        if operator is not None:
-            chunk = operator(chunk)
-        yield start, comparator.all_pairs(queries, chunk)
-
-
 def _score_all(queries: torch.Tensor, candidates: torch.Tensor, scorer: EdgeScorer) -> torch.Tensor:
     """(q, N) scores of each query against every candidate row (already transformed)."""
     out = torch.empty(len(queries), len(candidates))
@@ -167,32 +148,6 @@ def _transformed(table: torch.Tensor, operator: torch.nn.Module) -> torch.Tensor
             for start in range(0, len(table), TABLE_CHUNK_ROWS)
         ]
     )
-
-
-@torch.no_grad()
-def top_k(
-    queries: torch.Tensor,
-    table: torch.Tensor,
-    comparator: Comparator,
-    k: int,
-    operator: torch.nn.Module | None = None,
-    exclude: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores, rows), each (q, k) best first: the k best rows of `table` for each query.
-
-    Exact and batched: memory stays at one chunk of scores plus the running best k.
-    `exclude` (q,) is a row per query to leave out (e.g. the query itself).
-    """
-    best_scores = torch.empty(len(queries), 0)
-    best_rows = torch.empty(len(queries), 0, dtype=torch.long)
-    for start, scores in score_chunks(queries, table, comparator, operator):
-        rows = torch.arange(start, start + scores.shape[1]).expand(len(queries), -1)
-        if exclude is not None:
-            scores = scores.masked_fill(rows == exclude.unsqueeze(1), float("-inf"))
-        scores, rows = torch.cat([best_scores, scores], 1), torch.cat([best_rows, rows], 1)
-        best_scores, picked = scores.topk(min(k, scores.shape[1]), dim=1)
-        best_rows = rows.gather(1, picked)
-    return best_scores, best_rows
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tml.projects.twhin.report.run_data import RunData
+from tml.projects.twhin.run_report.run_data import RunData
 
 RANKING_METRICS = ("mrr", "hits@1", "hits@3", "hits@10", "auc", "negatives_auc")
 MAX_LEGEND_CLASSES = 20

@@ -1,4 +1,7 @@
-"""CLI of the run report (see the package docstring)."""
+"""Draw a run's report: `python -m tml.projects.twhin.report --save_dir D [--sample N]`.
+
+Writes `D/report/index.html` and its PNG plots (run_report/ says what they show).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import sys
 
 from tml.core.config import ConfigError
-from tml.projects.twhin.report import DEFAULT_SAMPLE, __doc__, write_report
+from tml.projects.twhin.run_report import DEFAULT_SAMPLE, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
