@@ -9,8 +9,6 @@ skipped with a warning and the one before it is used.
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +24,14 @@ from tml.core.checkpoint import (
     shape_mismatches,
     step_directories,
 )
+from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
+from tml.projects.twhin.models.model import table_of_key
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin
+from tml.projects.twhin.training.state import StartPoint, TrainerState
 
 log = logging.getLogger(__name__)
-
-_TABLE_KEY = re.compile(r"embedding_bags\.([^.]+)\.weight$")
-
-
-@dataclass(frozen=True)
-class StartPoint:
-    """The step a run starts at, and where in the data that is (they differ after a change
-    of world size or batch size: the data position follows the edges already consumed)."""
-
-    step: int
-    epoch: int
-    step_in_epoch: int
 
 
 def restore(
@@ -65,7 +54,7 @@ def restore(
             warm_start(sharded, config, Path(config.training.initial_checkpoint_dir))
         return StartPoint(0, 0, 0)
     if not config.training.resume_optimizer:
-        del state["optim"]
+        del state[OPTIMIZER_STATE]
     for path in candidates:
         try:
             check_fits(path, state)
@@ -74,12 +63,15 @@ def restore(
             if checkpoints.rank == 0:
                 log.warning("skipping checkpoint %s: %s", path, exc)
             continue
-        sharded.model.load_state_dict(state["model"])
-        if "optim" in state:
-            sharded.optimizer.load_state_dict(state["optim"])
+        sharded.model.load_state_dict(state[MODEL_STATE])
+        if OPTIMIZER_STATE in state:
+            sharded.optimizer.load_state_dict(state[OPTIMIZER_STATE])
         else:
             log.info("restored the weights only (resume_optimizer: false); optimizer starts fresh")
-        return _start_point(path, saved, data, world_size)
+        return StartPoint.resumed(
+            path, TrainerState.from_dict(saved), world_size,
+            data.config.per_replica_batch_size, data.steps_per_epoch,
+        )  # fmt: skip
     raise ValueError(
         f"none of the checkpoints in {checkpoints.directory} can be loaded (see the warnings above)"
     )
@@ -88,7 +80,7 @@ def restore(
 def check_fits(path: Path, state: dict[str, Any]) -> None:
     """Every tensor of `state` is in the checkpoint with the same global shape, or ValueError."""
     problems = shape_mismatches(saved_shapes(path), global_shapes(state))
-    model_problems = [p for p in problems if p.startswith("model.")]
+    model_problems = [p for p in problems if p.startswith(f"{MODEL_STATE}.")]
     if model_problems:
         raise ValueError(
             f"cannot resume from {path}: it does not fit this config's model "
@@ -103,25 +95,6 @@ def check_fits(path: Path, state: dict[str, Any]) -> None:
         )
 
 
-def _start_point(path: Path, saved: dict, data: EdgeDataset, world_size: int) -> StartPoint:
-    """The saved position, mapped by edges consumed when world size or batch size changed."""
-    batch_size = data.config.per_replica_batch_size
-    epoch, in_epoch = saved["epoch"], saved["step_in_epoch"]
-    if (saved["world_size"], saved["per_replica_batch_size"]) != (world_size, batch_size):
-        edges = in_epoch * saved["per_replica_batch_size"] * saved["world_size"]
-        in_epoch = edges // (batch_size * world_size)
-        log.warning(
-            "world size or batch size changed since %s; resuming epoch %d at step %d",
-            path, epoch, in_epoch,
-        )  # fmt: skip
-    if in_epoch >= data.steps_per_epoch:
-        epoch, in_epoch = epoch + 1, 0
-    log.info(
-        "resumed from %s at step %d (epoch %d, step %d of it)", path, saved["step"], epoch, in_epoch
-    )
-    return StartPoint(saved["step"], epoch, in_epoch)
-
-
 def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
     """Weights of the tables and relation parameters that `path` holds under the same names;
     the optimizer starts fresh. A same-named tensor of another shape is an error."""
@@ -130,14 +103,14 @@ def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
     except CheckpointError as exc:
         raise ValueError(f"training.initial_checkpoint_dir: {exc}") from None
     model_state = sharded.model.state_dict()
-    shared = {k: v for k, v in global_shapes(model_state, "model.").items() if k in saved}
+    shared = {k: v for k, v in global_shapes(model_state, f"{MODEL_STATE}.").items() if k in saved}
     problems = shape_mismatches(saved, shared)
     if problems:
         raise ValueError(
             f"training.initial_checkpoint_dir {path}: {problems[0]}; warm starting needs tables "
             "of the same size (num_embeddings, embedding_dim)"
         )
-    state = {"model": {k: v for k, v in model_state.items() if f"model.{k}" in shared}}
+    state = {MODEL_STATE: {k: v for k, v in model_state.items() if f"{MODEL_STATE}.{k}" in shared}}
     try:
         dcp.load(state, checkpoint_id=str(path))
     except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
@@ -145,8 +118,8 @@ def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
             f"training.initial_checkpoint_dir {path}: cannot load its weights "
             f"({describe_failure(exc)})"
         ) from None
-    sharded.model.load_state_dict(state["model"], strict=False)
-    tables = {m.group(1) for key in state["model"] if (m := _TABLE_KEY.search(key))}
+    sharded.model.load_state_dict(state[MODEL_STATE], strict=False)
+    tables = {table for key in state[MODEL_STATE] if (table := table_of_key(key)) is not None}
     fresh = [t.name for t in config.model.embeddings.tables if t.name not in tables]
     log.info(
         "warm-started table weights (%s) and relation parameters from %s%s",
