@@ -36,10 +36,11 @@ class BaseConfig(pydantic.BaseModel):
     def _reject_unsupported_fields(self) -> BaseConfig:
         problems = []
         for name, field in type(self).model_fields.items():
-            extra = field.json_schema_extra or {}
-            why, harmless = extra.get("unsupported"), extra.get("harmless", [])
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            why, harmless = extra.get("unsupported"), extra.get("harmless")
+            allowed = harmless if isinstance(harmless, list) else []
             value = getattr(self, name)
-            if why and value is not None and value != field.default and value not in harmless:
+            if why and value is not None and value != field.default and value not in allowed:
                 problems.append(f"{name}: not supported: {why}")
         if problems:
             raise ValueError(PROBLEM_SEPARATOR.join(problems))
@@ -84,7 +85,7 @@ def format_validation_error(error: pydantic.ValidationError) -> str:
         message = str(item.get("msg", "")).removeprefix("Value error, ")
         location = _format_location(tuple(loc for loc in item["loc"] if not _is_union_tag(loc)))
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see the config reference in README.md)"
+            message = "unknown key (check the spelling; see docs/config-reference.md)"
         elif item["type"] not in ("value_error", "assertion_error", "missing") and "input" in item:
             message += f" (got {item['input']!r})"
         for part in message.split(PROBLEM_SEPARATOR):

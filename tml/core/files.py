@@ -3,6 +3,7 @@ renamed into place, a directory is built under a temporary name and renamed into
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -36,6 +37,13 @@ def atomic_output(path: Path) -> Iterator[Path]:
 def write_text_atomically(path: Path, text: str) -> None:
     with atomic_output(path) as staging:
         staging.write_text(text)
+
+
+def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    """The `--overwrite` flag of commands that write an output directory (`check_out_dir`)."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace DIR if it exists and is not empty"
+    )
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tml.core.files import OutputExistsError
+from tml.core.files import OutputExistsError, add_overwrite_flag
 from tml.projects.twhin.models.operators import OPERATORS
 from tml.projects.twhin.tools.import_kg import DELIMITERS, KgImportError, format_summary, import_kg
 
@@ -44,9 +44,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help='field separator of all input files (default: TAB; COMMA allows "quoted" names)',
     )
     p.add_argument("--header", action="store_true", help="skip the first line of every input file")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace DIR if it exists and is not empty"
-    )
+    add_overwrite_flag(p)
     return p
 
 

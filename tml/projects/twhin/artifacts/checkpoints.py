@@ -22,7 +22,12 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, Metadata, MetadataIndex
+from torch.distributed.checkpoint.metadata import (
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    TensorStorageMetadata,
+)
 from torch.distributed.checkpoint.planner import LoadPlan
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
@@ -94,7 +99,9 @@ class _RowWindowPlanner(DefaultLoadPlanner):
         chunk = ChunkStorageMetadata(
             offsets=torch.Size([self._start, 0]), sizes=self._window.size()
         )
+        assert self.metadata is not None  # set by DCP before it asks for the plan
         saved = self.metadata.state_dict_metadata[self._key]
+        assert isinstance(saved, TensorStorageMetadata), f"{self._key} is not a tensor"
         return LoadPlan(create_read_items_for_chunk_list(self._key, saved, [chunk]))
 
     def lookup_tensor(self, index: MetadataIndex) -> torch.Tensor:
@@ -103,7 +110,9 @@ class _RowWindowPlanner(DefaultLoadPlanner):
 
 def row_windows(metadata: Metadata, key: str, num_rows: int, max_rows: int) -> list[range]:
     """Row ranges of at most `max_rows` that never straddle a saved shard's row boundary."""
-    chunks = metadata.state_dict_metadata[key].chunks
+    saved = metadata.state_dict_metadata[key]
+    assert isinstance(saved, TensorStorageMetadata), f"{key} is not a tensor"
+    chunks = saved.chunks
     bounds = sorted(
         {0, num_rows}
         | {chunk.offsets[0] for chunk in chunks}

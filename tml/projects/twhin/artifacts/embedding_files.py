@@ -119,6 +119,7 @@ class NpyTableWriter(TableWriter):
     def _write(self, start: int, vectors: np.ndarray, names: np.ndarray | None) -> None:
         self._array[start : start + len(vectors)] = vectors
         if self._names is not None:
+            assert names is not None  # a named table gets names with every block
             self._names.writelines(_text("" if n is None else n) + "\n" for n in names)
 
     def _finish(self) -> list[Path]:

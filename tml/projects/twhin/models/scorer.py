@@ -7,7 +7,7 @@ benchmarked on a GPU machine without the embedding kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -220,7 +220,10 @@ class EdgeScorer(nn.Module):
             sides = [torch.cat(rhs_side, -1), torch.cat(lhs_side, -1)]
         sides = [scores.flatten(0, 1) for scores in sides]
         target = torch.arange(lhs.shape[0], device=lhs.device) % chunk
-        loss = sum(self.loss_function.over_candidates(scores, target) for scores in sides)
+        loss = cast(
+            torch.Tensor,
+            sum(self.loss_function.over_candidates(scores, target) for scores in sides),
+        )
         if self.regularization:
             loss = loss + self.regularization * (
                 lhs.abs().pow(3).sum(-1) + rhs.abs().pow(3).sum(-1)

@@ -35,7 +35,8 @@ def gather_tables(
             weight.gather(dst=0, out=out)
         else:
             out = weight.detach().clone()
-        full[table.name] = out.cpu() if out is not None else None
+        if out is not None:
+            full[table.name] = out.cpu()
     return full if rank == 0 else None
 
 

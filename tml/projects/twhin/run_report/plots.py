@@ -144,33 +144,30 @@ def _scatter(ax: Axes, points: np.ndarray, labels: np.ndarray, kind: str) -> Non
     """A legend for a few classes; a colour bar when there are too many to name."""
     classes = np.unique(labels)
     if len(classes) > MAX_LEGEND_CLASSES:
-        drawn = ax.scatter(*points.T, c=labels, cmap="tab20", s=6, alpha=0.7)
+        drawn = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab20", s=6, alpha=0.7)
         ax.figure.colorbar(drawn, ax=ax, label=kind)
         return
     palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     for index, value in enumerate(classes):
         name = "unknown" if str(value) == "-1" else str(value)
-        ax.scatter(*points[labels == value].T, s=6, alpha=0.7, color=palette(index), label=name)
+        mine = points[labels == value]
+        ax.scatter(mine[:, 0], mine[:, 1], s=6, alpha=0.7, color=palette(index), label=name)
     ax.legend(title=kind, fontsize=6, title_fontsize=7, markerscale=2, ncol=2, framealpha=0.6)
 
 
 def plot_projections(run: RunData, path: Path) -> Path | None:
     """PCA of sampled rows: per table by planted community (synthetic graph), otherwise all
     tables of one width together, coloured by entity type."""
-    labelled = [t for t in run.tables if t.labels is not None]
-    if labelled:
-        panels = [(t.name, t.vectors, t.labels, "community") for t in labelled]
-    else:
-        dims = {t.vectors.shape[1] for t in run.tables}
-        if len(dims) == 1:
-            vectors = np.concatenate([t.vectors for t in run.tables])
-            types = np.concatenate([np.full(len(t.rows), t.name) for t in run.tables])
-            title = "all tables" if len(run.tables) > 1 else run.tables[0].name
-            panels = [(title, vectors, types, "entity type")]
-        else:
-            panels = [
-                (t.name, t.vectors, np.full(len(t.rows), t.name), "table") for t in run.tables
-            ]
+    panels: list[tuple[str, np.ndarray, np.ndarray, str]] = [
+        (t.name, t.vectors, t.labels, "community") for t in run.tables if t.labels is not None
+    ]
+    if not panels and len({t.vectors.shape[1] for t in run.tables}) == 1:
+        vectors = np.concatenate([t.vectors for t in run.tables])
+        types = np.concatenate([np.full(len(t.rows), t.name) for t in run.tables])
+        title = "all tables" if len(run.tables) > 1 else run.tables[0].name
+        panels = [(title, vectors, types, "entity type")]
+    elif not panels:
+        panels = [(t.name, t.vectors, np.full(len(t.rows), t.name), "table") for t in run.tables]
     figure, axes = _figure(len(panels), width=5.0, height=4.5)
     for (title, vectors, labels, kind), ax in zip(panels, axes, strict=True):
         points, explained = _pca(vectors)

@@ -26,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ class IndexNote:
 class FaissIndex:
     """A faiss index over one table's rows, searched in the comparator's units."""
 
-    def __init__(self, index: object, comparator: str) -> None:
+    def __init__(self, index: Any, comparator: str) -> None:
         self.index = index
         self.comparator = comparator
 

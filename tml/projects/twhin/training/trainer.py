@@ -128,6 +128,7 @@ class TwhinTrainer:
             validator = Validator(self.config, self.run.validation_data, self.sharded, self.ctx)
 
         def evaluate(step: int) -> None:
+            assert validator is not None
             self.metrics.write({"step": step, "split": "validation", **validator(pipeline)})
 
         def checkpoint(step: int) -> None:

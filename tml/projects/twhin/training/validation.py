@@ -84,10 +84,10 @@ class Validator:
             model.train()
             pipeline.attach(model)
         dist.all_reduce(sums)
-        edges = float(sums[2].clamp(min=1))
+        count = float(sums[2].clamp(min=1))
         return {
-            "loss": float(sums[0]) / edges,
-            "negatives_auc": float(sums[1]) / edges,
+            "loss": float(sums[0]) / count,
+            "negatives_auc": float(sums[1]) / count,
             "edges": int(sums[2]),
         }
 
@@ -96,6 +96,7 @@ class Validator:
         tables = gather_tables(model, self.config.model, self.ctx.rank, self.ctx.device)
         metrics: dict[str, float] = {}
         if self.ranking is not None:
+            assert tables is not None  # gathered on rank 0, where the ranking runs
             # Bounded so the waiting ranks' barrier cannot time out.
             budget = min(
                 self.config.training.eval_timeout_in_s - (time.perf_counter() - started),

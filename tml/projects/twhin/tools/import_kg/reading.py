@@ -98,7 +98,7 @@ def read_rows(
             rows = Rows([batch.column(i) for i in range(len(names))], line)
             # Rows below a skipped line arrive one line early: stop checking at that line.
             good = _lines_before_invalid(invalid, line)
-            _check_not_empty(path, rows, names, min(len(rows), good))
+            _check_not_empty(path, rows, names, int(min(len(rows), good)))
             if good <= len(rows):
                 raise _invalid_row_error(path, invalid[0], names)
             if len(rows):

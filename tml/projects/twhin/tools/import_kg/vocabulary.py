@@ -79,6 +79,7 @@ class Vocabulary:
         tables = np.empty(len(dictionary), dtype=np.int64)
         table_index = {table: index for index, table in enumerate(self.tables)}
         for code, name in enumerate(dictionary.to_pylist()):
+            table: str | None
             if self.types is None:
                 table = DEFAULT_TABLE
             else:
