@@ -23,7 +23,7 @@ from tml.core.optimizers import OptimizerConfig, dense_optimizer_factory, fused_
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.parallel.planner import check_compute_kernels
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The original TwHIN config, verbatim: it must load as is.
 ORIGINAL_YAML = """\

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pydantic
 import pytest
-from helpers_data import (
+
+from tests.helpers_data import (
     RELATIONS,
     ROW_GROUP_SIZE,
     TABLE_NAMES,
@@ -33,7 +34,6 @@ from helpers_data import (
     write_edges,
     write_parquet,
 )
-
 from tml.projects.twhin.batch.layout import SlotLayout, chunk_groups, chunks_per_relation
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import make_dataset

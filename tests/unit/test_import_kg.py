@@ -27,7 +27,7 @@ from tml.projects.twhin.tools.import_kg import (
     writing,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KINSHIPS = REPO / "datasets" / "kinships"
 SPLITS = ("train", "valid", "test")
 

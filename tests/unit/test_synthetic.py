@@ -19,7 +19,7 @@ import pytest
 from tml.projects.twhin.tools.synthetic import RELATIONS, TABLES, OutputExistsError, generate
 from tml.projects.twhin.tools.synthetic import generator as synthetic_generator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Small enough to run in well under a second, big enough for stable statistics.
 SMALL: dict[str, Any] = dict(
