@@ -31,7 +31,7 @@ from tml.projects.twhin.parallel.sharded_model import ShardedTwhin, shard_model
 from tml.projects.twhin.training.preflight import PreparedRun
 from tml.projects.twhin.training.resume import restore
 from tml.projects.twhin.training.start_log import log_start
-from tml.projects.twhin.training.state import TrainerState
+from tml.projects.twhin.training.state import StartPoint, TrainerState
 from tml.projects.twhin.training.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,33 @@ class TwhinTrainer:
             self._config_copied = True
         log.info("checkpoint written: %s", path)
 
-    def train(self) -> bool:
-        """Train to the end (True) or until every rank agreed to stop early (False)."""
+    def checkpoint(self, step: int) -> None:
+        """The loop's checkpoint callback: save, then record the tables' row norms."""
+        self.save(step)
+        norms = table_norm_stats(
+            self.sharded.model, self.config.model, self.ctx.device, self.ctx.rank
+        )
+        self.metrics.write({"step": step, "split": "embeddings", **norms})
+
+    def start(self) -> StartPoint:
+        """Restore (or not), fix the step count and the data position, and say what will happen."""
         training = self.config.training
         start = restore(
             self.sharded, self._state(), self.checkpoints, self.config, self.run.train_data,
             self.ctx.world_size,
         )  # fmt: skip
-        start_step, epoch, in_epoch = start.step, start.epoch, start.step_in_epoch
         # Steps count on from the checkpoint; num_epochs counts the data from its position.
         self.position_offset = start.position_offset(self.steps_per_epoch)
-        remaining = training.num_epochs * self.steps_per_epoch - (start_step + self.position_offset)
-        self.total_steps = min(training.num_train_steps, start_step + remaining)
-        log_start(self.run, self.ctx, self.sharded.plan, start_step, self.total_steps)
+        remaining = training.num_epochs * self.steps_per_epoch - (start.step + self.position_offset)
+        self.total_steps = min(training.num_train_steps, start.step + remaining)
+        log_start(self.run, self.ctx, self.sharded.plan, start.step, self.total_steps)
+        return start
+
+    def train(self) -> bool:
+        """Train to the end (True) or until every rank agreed to stop early (False)."""
+        training = self.config.training
+        start = self.start()
+        start_step, epoch, in_epoch = start.step, start.epoch, start.step_in_epoch
         if start_step >= self.total_steps:
             log.info("nothing to do: the newest checkpoint is already at step %d", start_step)
             return True
@@ -130,13 +144,6 @@ class TwhinTrainer:
         def evaluate(step: int) -> None:
             assert validator is not None
             self.metrics.write({"step": step, "split": "validation", **validator(pipeline)})
-
-        def checkpoint(step: int) -> None:
-            self.save(step)
-            norms = table_norm_stats(
-                self.sharded.model, self.config.model, self.ctx.device, self.ctx.rank
-            )
-            self.metrics.write({"step": step, "split": "embeddings", **norms})
 
         batches = Prefetcher(
             batch_stream(self.run.train_data, epoch, in_epoch, self.total_steps - start_step),
@@ -155,7 +162,7 @@ class TwhinTrainer:
                     eval_every=training.eval_log_every_n,
                 ),
                 set_learning_rates=self.sharded.set_learning_rates,
-                save_checkpoint=checkpoint,
+                save_checkpoint=self.checkpoint,
                 evaluate=evaluate if validator is not None else None,
                 metrics=self.metrics,
                 device=self.ctx.device,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +118,11 @@ def generate(
 
     staging = staging_directory(out)
     try:
-        train = EdgeFileWriter(staging / "train", rows_per_file, row_group_size)
-        valid = EdgeFileWriter(staging / "validation", rows_per_file, row_group_size)
         edge_rng = np.random.default_rng(edge_ss)
-        for start in range(0, num_edges, rows_per_file):
-            n = min(rows_per_file, num_edges - start)
-            lhs, rel, rhs = generate_edges(n, graph_schema, mix, samplers, in_community, edge_rng)
-            v = is_validation[start : start + n]
-            t = ~v
-            train.append(lhs[t], rel[t], rhs[t])
-            valid.append(lhs[v], rel[v], rhs[v])
-        train.close()
-        valid.close()
+        split_rows = _write_edges(
+            staging, is_validation, rows_per_file, row_group_size,
+            lambda n: generate_edges(n, graph_schema, mix, samplers, in_community, edge_rng),
+        )  # fmt: skip
         _write_communities(staging / COMMUNITIES_FILE, samplers)
         graph = {
             "tables": dict(sizes),
@@ -137,8 +130,8 @@ def generate(
             "relations": [
                 {"name": n, "lhs": lt, "rhs": rt} for n, lt, rt in graph_schema.relations
             ],
-            "num_train_edges": train.num_rows,
-            "num_validation_edges": valid.num_rows,
+            "num_train_edges": split_rows["train"],
+            "num_validation_edges": split_rows["validation"],
             "seed": seed,
             "num_communities": num_communities,
         }
@@ -148,3 +141,25 @@ def generate(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return graph
+
+
+def _write_edges(
+    staging: Path,
+    is_validation: np.ndarray,
+    rows_per_file: int,
+    row_group_size: int,
+    draw: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> dict[str, int]:
+    """Draw the edges a file's worth at a time into train/ and validation/; rows of each."""
+    train = EdgeFileWriter(staging / "train", rows_per_file, row_group_size)
+    valid = EdgeFileWriter(staging / "validation", rows_per_file, row_group_size)
+    num_edges = len(is_validation)
+    for start in range(0, num_edges, rows_per_file):
+        lhs, rel, rhs = draw(min(rows_per_file, num_edges - start))
+        v = is_validation[start : start + len(lhs)]
+        t = ~v
+        train.append(lhs[t], rel[t], rhs[t])
+        valid.append(lhs[v], rel[v], rhs[v])
+    train.close()
+    valid.close()
+    return {"train": train.num_rows, "validation": valid.num_rows}
