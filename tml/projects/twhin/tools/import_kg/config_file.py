@@ -58,7 +58,7 @@ def default_training_settings(
     # Small graphs need many passes; large ones learn most in a few.
     num_epochs = 60 if num_train_edges <= 100_000 else 20 if num_train_edges <= 1_000_000 else 5
     total_steps = steps_per_epoch * num_epochs
-    # Picked on Kinships' validation split (see README, "Quality"): a short warm-up, then a
+    # Picked on Kinships' validation split (see docs/evaluation.md): a short warm-up, then a
     # cosine decay to 1/50 of the peak keeps the fast early progress of a high rate without
     # the overfitting that follows it.
     peak = 0.2
