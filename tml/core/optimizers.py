@@ -14,6 +14,7 @@ import pydantic
 import torch
 
 from tml.core.config import BaseConfig
+from tml.core.errors import InputError
 from tml.core.lr_schedules import LearningRate
 
 
@@ -109,7 +110,7 @@ def fused_table_optimizer(config: OptimizerConfig, device_type: str, where: str)
     name = config.algorithm_name
     if name == "sgd":
         if algorithm.momentum:
-            raise ValueError(
+            raise InputError(
                 f"{where}.sgd.momentum: fused embedding-table SGD has no momentum; "
                 "set it to 0 or use adagrad/rowwise_adagrad"
             )
@@ -118,7 +119,7 @@ def fused_table_optimizer(config: OptimizerConfig, device_type: str, where: str)
         optimizer_class = torch.optim.Adagrad if name == "adagrad" else RowWiseAdagrad
         return FusedOptimizer(optimizer_class, {"lr": algorithm.lr, "eps": algorithm.eps})
     if device_type != "cuda":
-        raise ValueError(
+        raise InputError(
             f"{where}.adam: fused Adam for embedding tables needs CUDA (the CPU fbgemm kernels "
             "support sgd, adagrad and rowwise_adagrad only)"
         )
@@ -139,7 +140,7 @@ def dense_optimizer_factory(config: OptimizerConfig, where: str) -> Any:
         return lambda params: torch.optim.Adam(
             params, lr=algorithm.lr, betas=algorithm.betas, eps=algorithm.eps
         )
-    raise ValueError(
+    raise InputError(
         f"{where}.{name}: row-wise Adagrad is for embedding tables; use sgd, adagrad or adam "
         "for dense parameters"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ import torch
 import yaml
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
+from tml.core import stop_request
 from tml.core.checkpoint import CheckpointManager, step_directories
 from tml.core.config import ConfigError
 from tml.core.distributed import DistributedContext
+from tml.core.errors import InputError
 from tml.core.metrics import MetricsWriter, format_duration
 from tml.core.optimizers import fused_table_optimizer
 from tml.core.preemption import StopAgreement
@@ -43,7 +46,7 @@ PREFETCH_BATCHES = 4
 """Batches built ahead of the trainer by a background thread (tml/core/prefetch.py)."""
 
 
-class SaveDirError(ValueError):
+class SaveDirError(InputError):
     """The save dir cannot hold this run's outputs."""
 
 
@@ -283,8 +286,9 @@ class TwhinTrainer:
             batches.close()
         if done < self.total_steps:
             log.info(
-                "stopped at step %d of %d on request (SIGTERM), checkpoint in %s; run the same "
-                "command again to resume", done, self.total_steps, self.checkpoints.directory,
+                "stopped at step %d of %d on request (%s), checkpoint in %s; run the same "
+                "command again to resume", done, self.total_steps,
+                signal.Signals(stop_request.stop_signal()).name, self.checkpoints.directory,
             )  # fmt: skip
             return False
         return True
@@ -296,8 +300,10 @@ class TwhinTrainer:
         return StepProfiler(self.run.save_dir / "profile", self.ctx.rank, start_step, steps)
 
 
-def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
-    """Train, then (rank 0) export the final embeddings and say where everything is."""
+def run_training(run: PreparedRun, ctx: DistributedContext) -> bool:
+    """Train, then (rank 0) export the final embeddings and say where everything is.
+
+    Returns False when the ranks stopped early on request (after a checkpoint)."""
     started = time.perf_counter()
     trainer = TwhinTrainer(run, ctx)
     if ctx.is_chief:
@@ -313,3 +319,4 @@ def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
         log.info("checkpoints: %s", run.save_dir / "checkpoints")
         log.info("metrics:     %s", run.save_dir / "metrics.jsonl")
         log.info("embeddings:  %s", ", ".join(str(f) for f in files))
+    return finished

@@ -25,13 +25,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tml.core.errors import InputError
 from tml.projects.twhin.data.config import TwhinDataConfig
 from tml.projects.twhin.data.edges import EdgeBatch, EdgeBatchBuilder
 
 COLUMNS = ("lhs", "rel", "rhs")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Edges that cannot be trained on; the message names the file, row group or row."""
 
 

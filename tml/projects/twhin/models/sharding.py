@@ -18,11 +18,13 @@ import torch.distributed as dist
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import CacheParams
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from tml.core.config import ConfigError
 from tml.core.lr_schedules import LearningRate, learning_rate_at
 from tml.core.optimizers import dense_optimizer_factory, fused_table_optimizer
 from tml.projects.twhin.models.config import ComputeKernel, ShardingType, TwhinModelConfig
@@ -77,7 +79,7 @@ def check_compute_kernels(config: TwhinModelConfig, device_type: str) -> None:
     """UVM kernels put tables in GPU-mapped host memory: a CUDA-only choice, refused early."""
     for index, table in enumerate(config.embeddings.tables):
         if table.compute_kernel is not ComputeKernel.FUSED and device_type != "cuda":
-            raise ValueError(
+            raise ConfigError(
                 f"model.embeddings.tables[{index}].compute_kernel: {table.compute_kernel.value} "
                 f"needs a CUDA device (this run is on {device_type}, where tables already live "
                 "in host memory); remove it or use fused"
@@ -116,7 +118,12 @@ def shard_model(
         ),
         constraints=constraints,
     )
-    plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
+    try:
+        plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
+    except PlannerError as exc:  # no plan fits these tables on this world: retrying cannot help
+        raise ConfigError(
+            f"model.embeddings: TorchRec's planner found no sharding plan ({exc})"
+        ) from None
     # DDP around the scorer only synchronises the relation parameters' gradients across ranks;
     # alone, it would cost an all-reduce and hooks every step for nothing.
     sharded = DistributedModelParallel(
