@@ -28,12 +28,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, Metadata, MetadataIndex
 from torch.distributed.checkpoint.planner import LoadPlan
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
+from tml.core import safe_dcp
 from tml.core.checkpoint import complete_checkpoints, is_complete
 from tml.core.config import ConfigError, load_config
 from tml.projects.twhin.config import TwhinConfig
@@ -70,7 +70,7 @@ def _table_key(table: str) -> str:
 def load_dense(config: TwhinConfig, checkpoint: Path) -> dict[str, torch.Tensor]:
     """The relation operators' parameters, `scorer.`-prefixed as in the model's state."""
     dense = {f"scorer.{k}": v for k, v in EdgeScorer(config.model).state_dict().items()}
-    dcp.load({"model": dense}, checkpoint_id=str(checkpoint), no_dist=True)
+    safe_dcp.load({"model": dense}, checkpoint, no_dist=True)
     return dense
 
 
@@ -84,8 +84,7 @@ def load_tables(
         )
         for table in config.model.embeddings.tables
     }
-    dcp.load({_table_key(name): t for name, t in tables.items()}, checkpoint_id=str(checkpoint),
-             no_dist=True)  # fmt: skip
+    safe_dcp.load({_table_key(name): t for name, t in tables.items()}, checkpoint, no_dist=True)
     return tables, load_dense(config, checkpoint)
 
 
@@ -131,14 +130,14 @@ def iter_table_rows(
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(first row, rows) of a table, window by window, in row order."""
     key = _table_key(table.name)
-    metadata = dcp.FileSystemReader(str(checkpoint)).read_metadata()
+    metadata = safe_dcp.read_metadata(checkpoint)
     if key not in metadata.state_dict_metadata:
         raise FileNotFoundError(f"checkpoint {checkpoint} has no table {table.name!r}")
     dtype = _TORCH_DTYPES[table.data_type.value]
     for rows in row_windows(metadata, key, table.num_embeddings, max_rows):
         window = torch.empty(len(rows), table.embedding_dim, dtype=dtype)
-        dcp.load({key: window}, checkpoint_id=str(checkpoint), no_dist=True,
-                 planner=_RowWindowPlanner(key, rows.start, window))  # fmt: skip
+        safe_dcp.load({key: window}, checkpoint, no_dist=True,
+                      planner=_RowWindowPlanner(key, rows.start, window))  # fmt: skip
         yield rows.start, window
 
 
