@@ -18,7 +18,7 @@ IMAGE ?= tml-twhin:latest
 IMAGE_CPU ?= tml-twhin:cpu
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
 
-.PHONY: help setup run-local data test test-fast lint format docs clean import-kinships \
+.PHONY: help setup run-local data test test-fast test-resume lint format docs clean import-kinships \
 	run-kinships bench-quality bench report
 
 help:  ## list the targets
@@ -42,7 +42,9 @@ data: $(SYNTHETIC_DIR)/graph.json  ## generate the synthetic Twitter-like graph 
 $(SYNTHETIC_DIR)/graph.json: | $(VENV)/.installed
 	$(PY) -m tml.projects.twhin.synthetic --out $(SYNTHETIC_DIR) --overwrite
 
-# tml.core.launch is torchrun that checkpoints and exits 0 on SIGTERM and does not retry bad input.
+# tml.core.launch is torchrun that checkpoints and stops on SIGTERM or Ctrl-C (exit 143 / 130) and
+# does not retry bad input (exit 2); docs/fault-tolerance.md. Ctrl-C reaches the launcher, which
+# forwards it; make waits for the checkpoint, then ends by SIGINT (the shell's $$? is 130).
 run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks into SAVE_DIR
 	$(PY) -m tml.core.launch --standalone --nnodes 1 --nproc_per_node $(NPROC) \
 		--max_restarts $(MAX_RESTARTS) \
@@ -56,6 +58,11 @@ test: setup lint  ## lint, then the whole test suite: unit and multi-process (to
 
 test-fast: setup  ## the unit tests only (tests/unit: no torchrun, under a minute)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit
+
+# Every cell of the resume matrix and every interruption kind (`make test` runs a sample).
+test-resume: setup  ## the full resume matrix (docs/fault-tolerance.md) and interruption tests
+	TML_RESUME_MATRIX=all OMP_NUM_THREADS=1 $(PY) -m pytest -q \
+		tests/distributed/test_resume_matrix.py tests/distributed/test_fault_tolerance.py
 
 lint: setup compose-check  ## ruff, mypy (tml/), hadolint (Dockerfile), shellcheck, compose schema
 	$(VENV)/bin/ruff check .
@@ -106,6 +113,7 @@ format: setup  ## apply ruff's fixes and formatting
 clean:  ## remove the venv, generated data and runs
 	rm -rf $(VENV) data/synthetic $(KINSHIPS_DIR) runs .pytest_cache
 
-docs: setup  ## regenerate docs/config-reference.md from the config classes
+docs: setup  ## regenerate docs/config-reference.md and the resume matrix (docs/fault-tolerance.md)
 	$(PY) -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig \
 		--update docs/config-reference.md
+	$(PY) -m tests.resume_cells --update docs/fault-tolerance.md

@@ -4,7 +4,7 @@
 #   entrypoint.sh [train|evaluate|export|COMMAND] [ARGS...]     (no argument: train)
 #
 # train    torchrun (as tml.core.launch) tml/projects/twhin/run.py on this node's GPUs (or 1 CPU
-#          process); SIGTERM makes it checkpoint at the next step and exit 0
+#          process); SIGTERM (SIGINT) makes it checkpoint at the next step and exit 143 (130)
 # evaluate python -m tml.projects.twhin.evaluate on the config and save dir
 # export   python -m tml.projects.twhin.export --save_dir (newest checkpoint -> parquet)
 # COMMAND  anything else runs as is (python, tensorboard, bash, ...)
@@ -24,7 +24,15 @@
 #   GRACE_PERIOD_S    seconds between SIGTERM and killing workers that have not checkpointed
 #                     and stopped yet (default 30; keep the scheduler's grace period longer)
 #   TML_APP_DIR       the tml-twhin checkout (default /usr/src/app, where the image has it)
+#
+# Exit codes, the launcher's (docs/fault-tolerance.md): 0 finished, 1 failed (restarts used up),
+# 2 bad input (never retried), 143/130 stopped by SIGTERM/SIGINT after a checkpoint (resume it).
 set -euo pipefail
+
+# Stopped before the launcher started: nothing to checkpoint yet, but still "stopped on request".
+# (exec below replaces these traps with the launcher's handlers.)
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # Same code for input errors as run.py: one `error:` line, exit 2.
 die() {

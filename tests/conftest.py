@@ -75,10 +75,17 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def torchrun_command(nproc: int, config: Path, save_dir: Path, max_restarts: int = 0) -> list[str]:
-    """torchrun through tml.core.launch, as the entrypoint and `make run-local` start it."""
+def torchrun_command(
+    nproc: int,
+    config: Path,
+    save_dir: Path,
+    max_restarts: int = 0,
+    launcher: str = "tml.core.launch",
+) -> list[str]:
+    """torchrun through tml.core.launch, as the entrypoint and `make run-local` start it (or
+    plain torchrun: launcher="torch.distributed.run")."""
     return [
-        sys.executable, "-m", "tml.core.launch", "--standalone", "--nnodes", "1",
+        sys.executable, "-m", launcher, "--standalone", "--nnodes", "1",
         "--nproc_per_node", str(nproc), "--max_restarts", str(max_restarts), str(RUN_PY),
         f"--config_yaml_path={config}", f"--save_dir={save_dir}",
     ]  # fmt: skip
@@ -101,13 +108,21 @@ def run_torchrun(
 
 
 def start_torchrun(
-    nproc: int, config: Path, save_dir: Path, log: Path, max_restarts: int = 0
-) -> subprocess.Popen:
+    nproc: int, config: Path, save_dir: Path, log: Path, max_restarts: int = 0,
+    launcher: str = "tml.core.launch",
+) -> subprocess.Popen:  # fmt: skip
     """Launch in its own process group, so a test can kill the whole job like a crash would."""
+    return start_logged(torchrun_command(nproc, config, save_dir, max_restarts, launcher), log)
+
+
+def start_logged(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start `command` in a session of its own, its output (both streams) into `log`."""
     handle = open(log, "w")  # noqa: SIM115 - closed with the process by the caller
     return subprocess.Popen(
-        torchrun_command(nproc, config, save_dir, max_restarts), stdout=handle,
-        stderr=subprocess.STDOUT, env=torchrun_env(), cwd=REPO, start_new_session=True,
+        command, stdout=handle, stderr=subprocess.STDOUT, env=env or torchrun_env(), cwd=REPO,
+        start_new_session=True,
     )  # fmt: skip
 
 

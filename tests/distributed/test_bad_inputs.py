@@ -10,14 +10,17 @@ lists every case with its message (checked below).
 
 from __future__ import annotations
 
+import builtins
 import copy
+import json
+import pickle
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from tests.conftest import (
     torchrun_env,
     write_config,
 )  # fmt: skip
+from tml.core.save_dir_lock import LOCK_FILE, LockRecord
 
 EDGES = 1000  # rows of the small bad data files (4 steps of 250)
 MOUNTED: list[Path] = []  # tmpfs mounts made by cases, unmounted when the module ends
@@ -92,6 +96,7 @@ class BadInput:
     arrange: Callable[[Case], None]
     ranks: int = 1  # 1: `python run.py`; 2: torchrun with --max_restarts 3
     needs: str | None = None  # "mount": root with a working `mount -t tmpfs`
+    never_created: str | None = None  # a file (under the case's folder) the run must not create
 
 
 def table(case: Case, index: int) -> dict[str, Any]:
@@ -118,6 +123,35 @@ def with_value(column: str, row: int, value: int) -> Callable[[Case], None]:
 
 def checkpoint_file(case: Case, step: int, name: str) -> Path:
     return case.save_dir / "checkpoints" / f"step_{step}" / name
+
+
+class CreatesAFile:
+    """Unpickled by a trusting loader (pickle.load, torch.load(weights_only=False)), this
+    creates `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return builtins.open, (str(self.path), "w")
+
+
+def plant_code(name: str) -> Callable[[Case], None]:
+    """step_10 alone, its file `name` replaced by a same-size pickle that creates `ran`."""
+
+    def arrange(case: Case) -> None:
+        shutil.rmtree(case.save_dir / "checkpoints" / "step_20")
+        path = checkpoint_file(case, 10, name)
+        data = pickle.dumps(CreatesAFile(case.tmp / "ran"), protocol=2)
+        path.write_bytes(data + b" " * (path.stat().st_size - len(data)))
+
+    return arrange
+
+
+def lock_by_a_live_job(case: Case) -> None:
+    """The save dir held by another job: this test process, which is alive."""
+    record = LockRecord.mine()
+    (case.save_dir / LOCK_FILE).write_text(json.dumps(asdict(record)))
 
 
 CASES = [
@@ -181,6 +215,16 @@ CASES = [
              lambda c: checkpoint_file(c, 20, ".metadata").unlink()),
     BadInput("warm start from a missing checkpoint", 2, "no checkpoint there (no .metadata)",
              lambda c: warm_start(c, c.tmp / "nothing")),
+    BadInput("optimizer state that cannot move to the new config", 2,
+             "cannot resume the optimizer state of table 'user' (adagrad)",
+             lambda c: table(c, 0).update(optimizer={"adagrad": {"lr": 0.05}})),
+    BadInput("checkpoint file that would run code (rank_0.pt)", 2,
+             "rank_0.pt holds objects other than tensors and numbers",
+             plant_code("rank_0.pt"), never_created="ran"),
+    BadInput("checkpoint index that would run code (.metadata)", 2,
+             ".metadata is refused: refusing io.open", plant_code(".metadata"),
+             never_created="ran"),
+    BadInput("save dir in use by another job", 2, "is in use by job", lock_by_a_live_job),
     BadInput("warm start from tables of another size", 2,
              "model.tables.embedding_bags.user.weight is 2000x16 there but 2500x16 here",
              lambda c: (warm_start(c, checkpoint_file(c, 20, "")),
@@ -287,6 +331,8 @@ def test_bad_input(spec: BadInput, outcomes: dict[str, Future[Outcome]]) -> None
         pytest.skip("needs root and `mount -t tmpfs` to make a small or read-only file system")
     outcome = outcomes[spec.name].result()
     result, case = outcome.result, outcome.case
+    if spec.never_created:
+        assert not (case.tmp / spec.never_created).exists(), "a checkpoint file ran code"
     output = f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert result.returncode == spec.exit_code, output
     if spec.exit_code == 0:  # a damaged checkpoint is skipped, the one before it used

@@ -1,16 +1,16 @@
-"""Crashes, preemption and resharding, through the real command (tml.core.launch = torchrun).
+"""Interrupted jobs end like uninterrupted ones, through the real commands.
 
-All runs train the test-sized graph for one epoch (118 steps on 2 ranks, a checkpoint every 20)
-and are compared with one uninterrupted run of the same config, bit for bit where the world size
-is the same.
+Each case of tests/resume_cells.py's INTERRUPTIONS trains the test-sized graph for one epoch on 2
+ranks (118 steps, a checkpoint every 20, validation every 40), is interrupted once (a run that
+ends early and runs again, SIGKILL of rank 1 with the launcher's `--max_restarts 3`, or SIGTERM
+to the launcher and the same command again) and must export the same embeddings, bit for bit, as
+one run straight through. Plain torchrun is one of the launchers: the workers themselves survive
+its restarts and its SIGTERM. `make test` runs the cases marked fast, `make test-resume` all.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import time
@@ -18,128 +18,136 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import (
     assert_ok,
     assert_same_embeddings,
     kill_job,
-    run_torchrun,
     small_config,
-    start_torchrun,
+    start_logged,
+    torchrun_command,
+    torchrun_env,
     wait_for_first_checkpoint,
     worker_pid,
     write_config,
 )  # fmt: skip
-from tml.core.checkpoint import complete_checkpoints, read_trainer_state
-from tml.core.launch import DEFAULT_GRACE_PERIOD_S
+from tests.distributed.test_launch import ENTRYPOINT, entrypoint_env
+from tests.resume_cells import INTERRUPTIONS, OPTIMIZERS, Interruption
+from tml.core.checkpoint import complete_checkpoints
+from tml.core.errors import stop_exit_code
+from tml.core.stop_request import DEFAULT_GRACE_PERIOD_S
+
+ALL = os.environ.get("TML_RESUME_MATRIX") == "all"
+CASES = [case for case in INTERRUPTIONS if ALL or case.fast]
+LAUNCHERS = {"torchrun": "torch.distributed.run", "tml.core.launch": "tml.core.launch"}
+
+
+def interruption_config(graph: Path, optimizer: str, sharding: str, **training: object) -> dict:
+    """One epoch on 2 ranks of the test-sized local.yaml, with these table optimizers."""
+    config = small_config(graph, checkpoint_every_n=20, eval_log_every_n=40, num_eval_steps=2)
+    config["training"].update(training)
+    for table, algorithm in zip(
+        config["model"]["embeddings"]["tables"], OPTIMIZERS[optimizer], strict=True
+    ):
+        table["optimizer"] = {algorithm: {"lr": 0.05}}
+        if sharding != "planner":
+            table["sharding_type"] = sharding
+    return config
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(small_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(config file, save dir) of one epoch on 2 ranks, never interrupted."""
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    config = write_config(tmp / "config.yaml", small_config(small_graph, checkpoint_every_n=20))
-    assert_ok(run_torchrun(2, config, tmp / "run"))
-    return config, tmp / "run"
+def reference(
+    small_graph: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], tuple[Path, Path]]:
+    """(config file, save dir) of one uninterrupted run per (optimizer, sharding), made once."""
+    made: dict[tuple[str, str], tuple[Path, Path]] = {}
+
+    def get(optimizer: str, sharding: str) -> tuple[Path, Path]:
+        if (optimizer, sharding) not in made:
+            tmp = tmp_path_factory.mktemp(f"uninterrupted-{optimizer}-{sharding}")
+            config = interruption_config(small_graph, optimizer, sharding)
+            config_file = write_config(tmp / "config.yaml", config)
+            result = subprocess.run(
+                torchrun_command(2, config_file, tmp / "run"), capture_output=True, text=True,
+                timeout=300, env=torchrun_env(),
+            )  # fmt: skip
+            assert_ok(result)
+            made[optimizer, sharding] = config_file, tmp / "run"
+        return made[optimizer, sharding]
+
+    return get
 
 
-def interrupt_after_first_checkpoint(
-    config: Path, tmp_path: Path, interrupt: Callable[[subprocess.Popen], None], timeout: float
-) -> tuple[Path, int, str, float]:
-    """Start 2 ranks (torchrun may restart them 3 times), call `interrupt(job)` once the first
-    checkpoint exists and wait up to `timeout` s: (save dir, exit code, log, seconds to exit)."""
-    save_dir, log = tmp_path / "run", tmp_path / "job.log"
-    job = start_torchrun(2, config, save_dir, log, max_restarts=3)
+def start(case: Interruption, config: Path, save_dir: Path, log: Path) -> subprocess.Popen:
+    """The job as `case.launcher` starts it: 2 ranks, up to 3 restarts."""
+    if case.launcher == "entrypoint.sh":
+        env = entrypoint_env(CONFIG_YAML_PATH=str(config), SAVE_DIR=str(save_dir),
+                             NPROC_PER_NODE="2", MAX_RESTARTS="3")  # fmt: skip
+        return start_logged([str(ENTRYPOINT)], log, env)
+    command = torchrun_command(2, config, save_dir, 3, LAUNCHERS[case.launcher])
+    return start_logged(command, log)
+
+
+def run_to_end(case: Interruption, config: Path, save_dir: Path, log: Path) -> str:
+    """Run the job to its end (exit 0); its output."""
+    job = start(case, config, save_dir, log)
+    try:
+        assert job.wait(timeout=300) == 0, log.read_text()[-4000:]
+    finally:
+        kill_job(job)
+    return log.read_text()
+
+
+def interrupt(
+    case: Interruption, config: Path, save_dir: Path, log: Path, timeout: float
+) -> tuple[int, str, float]:
+    """Start the job, interrupt it once its first checkpoint exists, and wait for it to end:
+    (exit code, output, seconds from the interruption to the end)."""
+    job = start(case, config, save_dir, log)
     try:
         wait_for_first_checkpoint(job, save_dir, log)
         sent = time.monotonic()
-        interrupt(job)
+        if case.how == "kill":
+            os.kill(worker_pid(job, rank=1), signal.SIGKILL)
+        else:  # the launcher alone, as Kubernetes signals a container's first process
+            os.kill(job.pid, signal.SIGTERM)
         code = job.wait(timeout=timeout)
         took = time.monotonic() - sent
     finally:
         kill_job(job)
-    return save_dir, code, log.read_text(), took
+    return code, log.read_text(), took
 
 
-def test_killed_rank_is_restarted_by_torchrun_and_the_job_ends_like_an_uninterrupted_run(
-    uninterrupted: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_interrupted_job_ends_like_an_uninterrupted_one(
+    case: Interruption,
+    reference: Callable[[str, str], tuple[Path, Path]],
+    small_graph: Path,
+    tmp_path: Path,
 ) -> None:
-    config, reference = uninterrupted
-
-    def kill_rank_1(job: subprocess.Popen) -> None:
-        os.kill(worker_pid(job, rank=1), signal.SIGKILL)
-
-    save_dir, code, output, _ = interrupt_after_first_checkpoint(
-        config, tmp_path, kill_rank_1, timeout=240
-    )
-    assert code == 0, output[-4000:]
-    assert output.count("world size 2 on") == 2, "torchrun did not restart the workers once"
-    assert f"resumed from {save_dir / 'checkpoints'}/step_" in output
-    assert_same_embeddings(save_dir, reference)
-
-
-def test_sigterm_checkpoints_at_the_next_step_exits_0_and_a_second_start_finishes(
-    uninterrupted: tuple[Path, Path], tmp_path: Path
-) -> None:
-    config, reference = uninterrupted
-
-    def terminate(job: subprocess.Popen) -> None:  # torchrun's group, as `kill` or a scheduler
-        os.killpg(job.pid, signal.SIGTERM)
-
-    save_dir, code, output, took = interrupt_after_first_checkpoint(
-        config, tmp_path, terminate, timeout=DEFAULT_GRACE_PERIOD_S
-    )
-    assert code == 0, output[-4000:]
-    assert took < DEFAULT_GRACE_PERIOD_S
-    stopped = int(output.split("stopped at step ")[1].split()[0])
-    assert 20 <= stopped < 118
-    newest = complete_checkpoints(save_dir / "checkpoints")[-1]
-    assert newest.name == f"step_{stopped}"
-    assert not (save_dir / "embeddings").exists(), "a stopped run is not finished"
-
-    second = run_torchrun(2, config, save_dir)
-    assert_ok(second)
-    assert f"resumed from {newest} at step {stopped}" in second.stdout
-    assert_same_embeddings(save_dir, reference)
-
-
-def test_checkpoints_move_between_world_sizes_and_sharding_plans(
-    uninterrupted: tuple[Path, Path], tmp_path: Path
-) -> None:
-    config_file, reference = uninterrupted
+    config, uninterrupted = reference(case.optimizer, case.sharding)
     save_dir = tmp_path / "run"
-    (save_dir / "checkpoints").mkdir(parents=True)
-    shutil.copytree(reference / "checkpoints" / "step_80", save_dir / "checkpoints" / "step_80")
-    shutil.copy(reference / "config.yaml", save_dir / "config.yaml")
-    config = yaml.safe_load(config_file.read_text())
-
-    def run(nproc: int, steps: int, **training: object) -> subprocess.CompletedProcess[str]:
-        config["training"].update(num_train_steps=steps, **training)
-        return run_torchrun(nproc, write_config(tmp_path / f"{steps}.yaml", config), save_dir)
-
-    # 2 ranks -> 1: the data position maps by edges consumed (80 steps x 2 x 250 edges).
-    one = run(1, 90)
-    assert_ok(one)
-    assert "world size or batch size changed" in one.stdout
-    assert "resumed from" in one.stdout and "(epoch 0, step 160 of it)" in one.stdout
-    state = read_trainer_state(save_dir / "checkpoints" / "step_90")
-    assert (state["world_size"], state["step_in_epoch"]) == (1, 170)
-
-    # 1 rank -> 2 under another plan and optimizer: plain Adagrad keeps a value per weight, not
-    # per row, so the row-wise state cannot move; the error says what to do.
-    for table in config["model"]["embeddings"]["tables"]:
-        table.update(sharding_type="table_wise", optimizer={"adagrad": {"lr": 0.05}})
-    refused = run(2, 100)
-    assert refused.returncode == 2
-    assert "cannot resume the optimizer state" in refused.stderr
-    assert "training.resume_optimizer: false" in refused.stderr
-    assert complete_checkpoints(save_dir / "checkpoints")[-1].name == "step_90"
-
-    two = run(2, 100, resume_optimizer=False)
-    assert_ok(two)
-    assert "restored the weights only" in two.stdout
-    assert re.search(r"table user: .*, table_wise on ranks", two.stdout)
-    state = read_trainer_state(save_dir / "checkpoints" / "step_100")
-    assert (state["world_size"], state["step_in_epoch"]) == (2, 95)
-    assert json.loads((save_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 100
+    if case.how == "end":  # the run of issue 13: 50 steps, then the same save dir to the end
+        early = interruption_config(small_graph, case.optimizer, case.sharding, num_train_steps=50)
+        run_to_end(case, write_config(tmp_path / "early.yaml", early), save_dir,
+                   tmp_path / "early.log")  # fmt: skip
+        output = run_to_end(case, config, save_dir, tmp_path / "second.log")
+        assert f"resumed from {save_dir / 'checkpoints'}/step_50 at step 50" in output
+    elif case.how == "kill":
+        code, output, _ = interrupt(case, config, save_dir, tmp_path / "job.log", timeout=240)
+        assert code == 0, output[-4000:]
+        assert output.count("world size 2 on") == 2, "the workers were not restarted once"
+        assert f"resumed from {save_dir / 'checkpoints'}/step_" in output
+    else:
+        code, output, took = interrupt(case, config, save_dir, tmp_path / "job.log", timeout=60)
+        # Plain torchrun kills its workers 30 s after it forwards SIGTERM: they stop before.
+        assert took < DEFAULT_GRACE_PERIOD_S, output[-4000:]
+        if case.launcher != "torchrun":  # torchrun's own exit code is its own
+            assert code == stop_exit_code(signal.SIGTERM), output[-4000:]
+        stopped = int(output.split("stopped at step ")[1].split()[0])
+        assert 20 <= stopped < 118
+        assert complete_checkpoints(save_dir / "checkpoints")[-1].name == f"step_{stopped}"
+        assert not (save_dir / "embeddings").exists(), "a stopped run is not finished"
+        output = run_to_end(case, config, save_dir, tmp_path / "second.log")
+        assert f"resumed from {save_dir / 'checkpoints'}/step_{stopped} at step {stopped}" in output
+    assert_same_embeddings(save_dir, uninterrupted)

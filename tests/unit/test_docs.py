@@ -1,14 +1,17 @@
-"""The docs stay true to the code: the generated config reference, the README's size and links,
-and every make target and link the docs mention."""
+"""The docs stay true to the code: the generated config reference and resume matrix, the exit
+codes, the README's size and links, and every make target and link the docs mention."""
 
 from __future__ import annotations
 
 import re
+import signal
 
 from pydantic import BaseModel
 
+from tests import resume_cells
 from tests.conftest import REPO
 from tml.core.config_docs import END_MARKER, START_MARKER, reference, summary
+from tml.core.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, EXIT_OK, stop_exit_code
 from tml.projects.twhin.config import TwhinConfig
 
 README = REPO / "README.md"
@@ -23,6 +26,27 @@ def test_config_reference_matches_the_config_classes() -> None:
     assert found.group(1).strip() == reference(TwhinConfig).strip(), (
         "docs/config-reference.md is stale: run `make docs`"
     )
+
+
+def test_fault_tolerance_page_holds_the_resume_matrix_of_the_tests() -> None:
+    text = (DOCS / "fault-tolerance.md").read_text()
+    found = re.search(
+        re.escape(resume_cells.START_MARKER) + r"\n(.*)" + re.escape(resume_cells.END_MARKER),
+        text,
+        re.S,
+    )
+    assert found, "docs/fault-tolerance.md lost its resume-matrix markers"
+    assert found.group(1).strip() == resume_cells.markdown().strip(), (
+        "the resume matrix in docs/fault-tolerance.md is stale: run `make docs`"
+    )
+
+
+def test_fault_tolerance_page_lists_the_exit_codes_of_the_code() -> None:
+    text = (DOCS / "fault-tolerance.md").read_text()
+    table = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    codes = [int(m) for m in re.findall(r"^\| `(\d+)` \|", table, re.M)]
+    stops = [stop_exit_code(signal.SIGTERM), stop_exit_code(signal.SIGINT)]
+    assert sorted(codes) == sorted([EXIT_OK, EXIT_INPUT_ERROR, EXIT_FAILURE, *stops])
 
 
 def test_a_section_description_keeps_its_whole_first_paragraph() -> None:

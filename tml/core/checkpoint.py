@@ -4,7 +4,8 @@ Layout under `<save_dir>/checkpoints/`:
 
     step_<N>/.metadata, __<rank>_0.distcp    DCP files: model (all table shards, dense params)
                                              and optimizer state, any world size can load them
-    step_<N>/rank_<r>.pt                     that rank's torch/numpy RNG state
+    step_<N>/rank_<r>.pt                     that rank's torch/numpy/Python RNG state, plain
+                                             tensors and numbers (tml.core.rng_state)
     step_<N>/trainer_state.json              step, epoch, data position, and the size of every
                                              other file (the manifest); written last
 
@@ -12,6 +13,7 @@ A checkpoint is written into `.tmp-step_<N>/` and renamed to `step_<N>/` only af
 finished writing, so a crash mid-save leaves the previous checkpoint as the newest complete one.
 A published checkpoint counts only while its files match the manifest: a truncated or missing
 file (a full disk, a half-copied directory) makes it invisible, with a warning at resume.
+Reading a checkpoint never runs code from its files (tml.core.safe_dcp, tml.core.rng_state).
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+
+from tml.core import rng_state, safe_dcp
+from tml.core.distributed import from_every_rank
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,9 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 def saved_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Global shape of every tensor in a checkpoint, by its DCP key (from .metadata only)."""
     try:
-        metadata = dcp.FileSystemReader(str(path)).read_metadata()
+        metadata = safe_dcp.read_metadata(path)
+    except safe_dcp.UnsafeCheckpointError as exc:
+        raise CheckpointError(f"{path}/.metadata is refused: {exc}") from None
     except Exception as exc:  # a damaged .metadata fails inside pickle with anything
         raise CheckpointError(f"{path}/.metadata cannot be read ({exc})") from None
     return {
@@ -118,20 +122,6 @@ def describe_failure(exc: BaseException) -> str:
         return f"rank {rank}: {describe_failure(cause)}"
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:400]
-
-
-def capture_rng() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
 
 
 class CheckpointManager:
@@ -176,7 +166,7 @@ class CheckpointManager:
         dist.barrier()
         try:
             dcp.save(state, checkpoint_id=str(staging))
-            torch.save(capture_rng(), staging / f"rank_{self.rank}.pt")
+            rng_state.save(staging / f"rank_{self.rank}.pt")
         except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
             full_disk = self._full_disk_note()
             reason = f"{full_disk}; {describe_failure(exc)}" if full_disk else describe_failure(exc)
@@ -219,12 +209,19 @@ class CheckpointManager:
         Raises CheckpointError, on every rank, when the files cannot be read.
         """
         try:
-            dcp.load(state, checkpoint_id=str(path))
+            safe_dcp.load(state, path)
         except (Exception, CheckpointException) as exc:  # raised on every rank by DCP
             raise CheckpointError(f"cannot load {path} ({describe_failure(exc)})") from None
+        problem = None
         rng_file = path / f"rank_{self.rank}.pt"
         if rng_file.is_file():  # absent when resuming on more ranks than wrote the checkpoint
-            restore_rng(torch.load(rng_file, weights_only=False))
+            try:
+                rng_state.load(rng_file)
+            except rng_state.RngStateError as exc:
+                problem = str(exc)
+        problems = [p for p in from_every_rank(problem) if p]  # every rank takes the same decision
+        if problems:
+            raise CheckpointError(f"cannot load {path} ({problems[0]})")
         return read_trainer_state(path)
 
     def _full_disk_note(self) -> str:

@@ -14,10 +14,12 @@ from typing import Any, TypeVar
 import pydantic
 import yaml
 
+from tml.core.errors import InputError
+
 ConfigT = TypeVar("ConfigT", bound="BaseConfig")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file that cannot be used; the message names the file and the field path."""
 
 

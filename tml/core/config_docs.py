@@ -92,11 +92,13 @@ START_MARKER = "<!-- config-reference:start -->"
 END_MARKER = "<!-- config-reference:end -->"
 
 
-def update_between_markers(path: Path, text: str) -> None:
-    """Replace what lies between the config-reference markers of `path` with `text`."""
+def update_between_markers(
+    path: Path, text: str, start_marker: str = START_MARKER, end_marker: str = END_MARKER
+) -> None:
+    """Replace what lies between two markers of `path` (the config reference's) with `text`."""
     content = path.read_text()
-    start = content.index(START_MARKER) + len(START_MARKER)
-    end = content.index(END_MARKER)
+    start = content.index(start_marker) + len(start_marker)
+    end = content.index(end_marker)
     path.write_text(content[:start] + "\n" + text.strip() + "\n" + content[end:])
 
 

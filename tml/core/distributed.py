@@ -1,7 +1,9 @@
 """Process-group setup and teardown for torchrun-launched jobs, on CPU (gloo) or GPU (nccl).
 
 The device and backend come from the machine: CUDA with nccl when a GPU is visible, else CPU with
-gloo. The same code runs without torchrun (world size 1, a private local rendezvous).
+gloo. The same code runs without torchrun (world size 1, a private local rendezvous). Under
+torchrun each attempt of the job gets a key space of its own in the agent's store, so workers
+restarted after a crash connect (tml.core.attempt_store).
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
 
-log = logging.getLogger(__name__)
+from tml.core.attempt_store import agent_store, attempt_prefix_store, shares_agent_store
+from tml.core.errors import EXIT_FAILURE
 
-# Exit code of a worker that met a bad input (config, data, save dir, checkpoint): one `error:`
-# line, and no restart, since a restarted worker would meet the same input (tml.core.launch).
-INPUT_ERROR = 2
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,24 @@ def init_distributed(timeout_s: int = 600) -> DistributedContext:
         device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = None
+        if shares_agent_store():
+            store = attempt_prefix_store(agent_store(timeout), rank, world_size, timeout)
         dist.init_process_group(
-            backend=backend,
-            rank=rank,
-            world_size=world_size,
-            timeout=datetime.timedelta(seconds=timeout_s),
+            backend=backend, rank=rank, world_size=world_size, timeout=timeout, store=store
         )
     return DistributedContext(rank, world_size, local_rank, local_world_size, device)
+
+
+def from_every_rank(value: Any) -> list[Any]:
+    """`value` of every rank, in rank order: a collective when the job has several ranks, so
+    every rank can take the same decision from what each one found."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def shutdown() -> None:
@@ -99,7 +111,7 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def abort_job(message: str, exit_code: int = 1) -> NoReturn:
+def abort_job(message: str, exit_code: int = EXIT_FAILURE) -> NoReturn:
     """Print one error line and leave at once, so torchrun stops the other ranks.
 
     A normal exception exit would run teardown that waits on the other ranks forever (e.g. the

@@ -1,18 +1,23 @@
-"""`python -m tml.core.launch [torchrun options] SCRIPT [ARGS]`: torchrun with two job policies.
+"""`python -m tml.core.launch [torchrun options] SCRIPT [ARGS]`: torchrun with three job policies.
 
 torchrun restarts a failed worker group (`--max_restarts`), and on SIGTERM it kills the workers
-and exits non-zero. Long jobs on shared clusters need two things to go differently:
+and exits non-zero. Long jobs on shared clusters need these to go differently:
 
-* SIGTERM (Kubernetes deleting a pod, Slurm preempting or reaching the time limit) asks the job
-  to stop: it is forwarded to the workers, which checkpoint at the next step boundary and exit 0
-  (tml.core.preemption), and so does the job. Workers still running GRACE_PERIOD_S seconds
-  later (default 30) are killed, and the job exits 1.
-* A worker that exits with INPUT_ERROR (bad config, data, save dir or checkpoint) is not
-  restarted, since a restart would meet the same input: the job ends at once with that exit
-  code, and the worker's `error:` line is the message. Other failures restart the group as
-  torchrun does (`--max_restarts`), its survivors killed at once rather than asked to stop.
+* SIGTERM (Kubernetes deleting a pod, Slurm preempting or reaching the time limit) and SIGINT
+  (Ctrl-C) ask the job to stop: the signal is forwarded to the workers, which checkpoint at the
+  next step boundary and exit 128 + the signal (tml.core.stop_request), and so does the job:
+  143 for SIGTERM, 130 for SIGINT. Workers still running GRACE_PERIOD_S seconds later (default
+  30) are killed, and the job exits 1.
+* Workers that stopped on request are not restarted, whatever `--max_restarts` says.
+* A worker that exits with EXIT_INPUT_ERROR (bad config, data, save dir or checkpoint) is not
+  restarted either, since a restart would meet the same input: the job ends at once with 2, and
+  the worker's `error:` line is the message. Other failures restart the group as torchrun does
+  (`--max_restarts`), its survivors killed at once rather than asked to stop; when the restarts
+  are used up the job exits 1.
 
-Everything else is torchrun's own: options, rendezvous, restarts after crashes, logs.
+The exit codes are tml.core.errors'. Everything else is torchrun's own: options, rendezvous,
+restarts after crashes, logs. Restarted workers connect although torch 2.13's torchrun shares
+one store across attempts: each attempt gets a key space of its own (tml.core.attempt_store).
 """
 
 from __future__ import annotations
@@ -23,18 +28,34 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-import torch.distributed.launcher.api as launcher_api
-from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup, WorkerState
-from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
-from torch.distributed.elastic.multiprocessing import SignalException
-from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.run import parse_args, run
+from tml.core import stop_request
+from tml.core.errors import (
+    EXIT_FAILURE,
+    EXIT_INPUT_ERROR,
+    EXIT_OK,
+    STOP_EXIT_CODES,
+    STOP_SIGNALS,
+    InputError,
+    stop_exit_code,
+)
+from tml.core.stop_request import GRACE_ENV, STOP_ENV, grace_period_s
 
-from tml.core.distributed import INPUT_ERROR
-from tml.core.preemption import STOP_ENV
+if __name__ == "__main__":  # a signal during the imports below stops the job before it starts
+    for _signum in STOP_SIGNALS:
+        signal.signal(_signum, lambda signum, frame: stop_request.request_stop(signum))
 
-GRACE_ENV = "GRACE_PERIOD_S"
-DEFAULT_GRACE_PERIOD_S = 30
+import torch.distributed.launcher.api as launcher_api  # noqa: E402
+from torch.distributed.elastic.agent.server.api import (  # noqa: E402
+    RunResult,
+    WorkerGroup,
+    WorkerState,
+)
+from torch.distributed.elastic.agent.server.local_elastic_agent import (  # noqa: E402
+    LocalElasticAgent,
+)
+from torch.distributed.elastic.multiprocessing import SignalException  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError  # noqa: E402
+from torch.distributed.run import parse_args, run  # noqa: E402
 
 
 def process_children() -> dict[int, list[int]]:
@@ -49,13 +70,18 @@ def process_children() -> dict[int, list[int]]:
     return children
 
 
+def ends_job(exit_codes: set[int]) -> bool:
+    """Worker exit codes that a restart would not change: bad input, or a stop on request."""
+    return EXIT_INPUT_ERROR in exit_codes or (bool(exit_codes) and exit_codes <= STOP_EXIT_CODES)
+
+
 class TrainerAgent(LocalElasticAgent):
     """torchrun's agent, except for how a failed worker group ends."""
 
     def _monitor_workers(self, worker_group: WorkerGroup) -> RunResult:
-        """A worker exiting with INPUT_ERROR uses up the restarts: the job ends."""
+        """Bad input or a stop on request uses up the restarts: the job ends."""
         result = super()._monitor_workers(worker_group)
-        if any(failure.exitcode == INPUT_ERROR for failure in result.failures.values()):
+        if ends_job({failure.exitcode for failure in result.failures.values()}):
             self._remaining_restarts = 0
         return result
 
@@ -69,25 +95,26 @@ class TrainerAgent(LocalElasticAgent):
 
 
 class GracefulStop:
-    """SIGTERM handler of the launcher: forward, then give the workers `grace_s` seconds."""
+    """SIGTERM/SIGINT handler of the launcher: forward, then give the workers `grace_s` s."""
 
     def __init__(self, grace_s: int) -> None:
         self.grace_s = grace_s
         self.expired = False
 
-    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if os.environ.get(STOP_ENV) == "1":
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if stop_request.stop_requested_here():
             return  # already stopping
-        os.environ[STOP_ENV] = "1"  # workers (re)started from now on stop at their first step
+        stop_request.request_stop(signum)
+        os.environ[STOP_ENV] = str(signum)  # workers (re)started from now on stop at once
         workers = process_children().get(os.getpid(), [])
         print(
-            f"launch: SIGTERM: asking {len(workers)} workers to checkpoint and stop "
-            f"(grace period {self.grace_s} s)",
+            f"launch: {signal.Signals(signum).name}: asking {len(workers)} workers to "
+            f"checkpoint and stop (grace period {self.grace_s} s)",
             file=sys.stderr, flush=True,
         )  # fmt: skip
         for pid in workers:
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
         signal.signal(signal.SIGALRM, self.on_grace_expired)
@@ -99,47 +126,60 @@ class GracefulStop:
         raise SignalException("grace period expired", sigval=signal.SIGKILL)
 
 
-def grace_period_s() -> int:
-    value = os.environ.get(GRACE_ENV, str(DEFAULT_GRACE_PERIOD_S))
-    if not value.isdigit() or int(value) == 0:
-        raise ValueError(f"{GRACE_ENV}={value} is not a positive number of seconds")
-    return int(value)
+def job_exit_code(failures: dict) -> int:
+    """The job's exit code from its failed workers' (tml.core.errors), with a line saying why."""
+    codes = {failure.exitcode for failure in failures.values()}
+    if EXIT_INPUT_ERROR in codes:
+        return EXIT_INPUT_ERROR  # the worker printed the `error:` line; no restart was made
+    if ends_job(codes):
+        code = min(codes)
+        print(f"launch: the workers checkpointed and stopped on request (exit {code})",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return code
+    print(
+        f"error: the workers failed (exit codes {sorted(codes)}) and the restarts are used up "
+        "(--max_restarts); see their output above",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    return EXIT_FAILURE
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         stop = GracefulStop(grace_period_s())
-    except ValueError as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return INPUT_ERROR
+        return EXIT_INPUT_ERROR
     args = parse_args(argv)
-    # SIGTERM is handled here: torchrun's own handler would kill the workers at once.
-    handled = [name for name in args.signals_to_handle.split(",") if name.strip() != "SIGTERM"]
+    # SIGTERM and SIGINT are handled here: torchrun's handler would kill the workers at once.
+    handled = [
+        name.strip()
+        for name in args.signals_to_handle.split(",")
+        if name.strip() not in {sig.name for sig in STOP_SIGNALS}
+    ]
     args.signals_to_handle = ",".join(handled)
-    signal.signal(signal.SIGTERM, stop.on_sigterm)
-    # torch 2.13's torchrun keeps one TCPStore across restarts of the worker group, and the
-    # restarted workers' process group finds the previous attempt's addresses in it (gloo:
-    # "connectFullMesh failed ... Connection refused"). A store per attempt avoids that.
-    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop.on_signal)
+    if stop_request.stop_requested_here():  # the signal came while the launcher was starting
+        print("launch: stopped before any worker started", file=sys.stderr, flush=True)
+        return stop_exit_code(stop_request.stop_signal())
     launcher_api.LocalElasticAgent = TrainerAgent  # the class torchrun's launcher instantiates
     try:
         run(args)
     except ChildFailedError as exc:
-        if any(failure.exitcode == INPUT_ERROR for failure in exc.failures.values()):
-            return INPUT_ERROR  # the worker printed the `error:` line; no restart was made
-        raise
+        return job_exit_code(exc.failures)
     except SignalException:
         if not stop.expired:
             raise
         print(
-            f"error: the workers did not stop within {stop.grace_s} s of SIGTERM and were "
-            f"killed; raise {GRACE_ENV} (and the scheduler's grace period with it)",
+            f"error: the workers did not stop within {stop.grace_s} s of the stop signal and "
+            f"were killed; raise {GRACE_ENV} (and the scheduler's grace period with it)",
             file=sys.stderr, flush=True,
         )  # fmt: skip
-        return 1
+        return EXIT_FAILURE
     finally:
         signal.alarm(0)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

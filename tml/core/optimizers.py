@@ -16,6 +16,7 @@ import pydantic
 import torch
 
 from tml.core.config import BaseConfig, require_exactly_one
+from tml.core.errors import InputError
 from tml.core.lr_schedules import LearningRate
 from tml.core.registry import Registry
 
@@ -61,7 +62,7 @@ class SgdConfig(AlgorithmConfig):
 
     def fused(self, device_type: str, where: str) -> FusedOptimizer:
         if self.momentum:
-            raise ValueError(
+            raise InputError(
                 f"{where}.momentum: fused embedding-table SGD has no momentum; "
                 "set it to 0 or use adagrad/rowwise_adagrad"
             )
@@ -99,7 +100,7 @@ class RowWiseAdagradConfig(AdagradConfig):
         return FusedOptimizer(RowWiseAdagrad, {"lr": self.lr, "eps": self.eps})
 
     def dense(self, where: str) -> DenseOptimizerFactory:
-        raise ValueError(
+        raise InputError(
             f"{where}: row-wise Adagrad is for embedding tables; use sgd, adagrad or adam "
             "for dense parameters"
         )
@@ -114,7 +115,7 @@ class AdamConfig(AlgorithmConfig):
 
     def fused(self, device_type: str, where: str) -> FusedOptimizer:
         if device_type != "cuda":
-            raise ValueError(
+            raise InputError(
                 f"{where}: fused Adam for embedding tables needs CUDA (the CPU fbgemm kernels "
                 "support sgd, adagrad and rowwise_adagrad only)"
             )

@@ -1,42 +1,17 @@
-"""SIGTERM means "checkpoint and stop", at a step boundary every rank agrees on.
+"""A stop request (tml.core.stop_request) becomes a stop at a step boundary every rank agrees on.
 
-Kubernetes and Slurm send SIGTERM before they kill a job. A rank that gets it only sets a flag;
-at each step boundary the ranks all-reduce their flags (MAX), so they all stop after the same
-step, write one checkpoint together and exit 0. A later start resumes from that checkpoint.
-
-`tml.core.launch` forwards SIGTERM to its workers, and sets STOP_ENV for workers it starts
-afterwards (a restart racing the signal), so they stop at their first step boundary.
+Kubernetes and Slurm send SIGTERM before they kill a job; Ctrl-C sends SIGINT. A rank that gets
+one only notes it; at each step boundary the ranks all-reduce the signal numbers (MAX), so they
+all stop after the same step, write one checkpoint together and exit with 128 + that signal. A
+later start resumes from that checkpoint.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-from types import FrameType
-
 import torch
 import torch.distributed as dist
 
-STOP_ENV = "TML_STOP_REQUESTED"
-
-_requested = threading.Event()
-
-
-def install_stop_handler() -> None:
-    """Make SIGTERM a stop request for this process (call first thing in a worker)."""
-    if os.environ.get(STOP_ENV) == "1":
-        _requested.set()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _requested.set()
-
-
-def stop_requested_here() -> bool:
-    """Whether this process was asked to stop (no collective)."""
-    return _requested.is_set()
+from tml.core import stop_request
 
 
 class StopAgreement:
@@ -53,6 +28,9 @@ class StopAgreement:
         self._flag = torch.zeros(1, dtype=torch.int32)
 
     def __call__(self) -> bool:
-        self._flag.fill_(int(_requested.is_set()))
+        self._flag.fill_(stop_request.stop_signal())
         dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self._group)
-        return bool(self._flag.item())
+        agreed = int(self._flag.item())
+        if agreed:
+            stop_request.agree_on(agreed)
+        return bool(agreed)

@@ -1,16 +1,15 @@
 """Entry point: `torchrun ... tml/projects/twhin/run.py --config_yaml_path=P --save_dir=D`.
 
-Parses flags, loads the config, checks inputs, starts the process group, trains, ends cleanly.
-Exit codes: 0 done (or stopped by SIGTERM after a checkpoint), 2 bad config / save dir / data /
-checkpoint (one `error:` line; `tml.core.launch` does not restart those), 1 failure while training.
+Parses flags, loads the config, checks inputs, starts the process group, takes the save dir,
+trains, ends cleanly. Exit codes (tml.core.errors): 0 finished (or nothing to do); 2 bad config,
+save dir, data or checkpoint (one `error:` line; `tml.core.launch` does not restart those); 143 or
+130 stopped by SIGTERM or SIGINT after writing a checkpoint; 1 failure while training.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import traceback
 from pathlib import Path
 
 # Must be set before torch loads OpenMP: spin-waiting threads made small CPU boxes 10-40x slower.
@@ -19,23 +18,32 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if __package__ in (None, ""):  # run as a script by torchrun: make `tml` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from tml.core import stop_request  # noqa: E402  (imports no torch)
+
+if __name__ == "__main__":
+    stop_request.install_stop_handler()  # before the slow imports: a signal now is a stop request
+
+import argparse  # noqa: E402
+import traceback  # noqa: E402
+
 import pydantic  # noqa: E402
 
 from tml.core.checkpoint import CheckpointError  # noqa: E402
 from tml.core.config import ConfigError, format_validation_error, load_config  # noqa: E402
 from tml.core.distributed import (  # noqa: E402
-    INPUT_ERROR,
+    DistributedContext,
     abort_job,
     configure_threads,
     exit_process,
     init_distributed,
     shutdown,
 )
+from tml.core.errors import EXIT_INPUT_ERROR, EXIT_OK, InputError, stop_exit_code  # noqa: E402
 from tml.core.log_setup import setup_logging  # noqa: E402
-from tml.core.preemption import install_stop_handler  # noqa: E402
+from tml.core.parent_watch import under_torchrun, watch_parent  # noqa: E402
+from tml.core.save_dir_lock import hold_save_dir  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
-from tml.projects.twhin.data.files import DataError  # noqa: E402
-from tml.projects.twhin.training.preflight import SaveDirError, prepare  # noqa: E402
+from tml.projects.twhin.training.preflight import PreparedRun, prepare  # noqa: E402
 from tml.projects.twhin.training.trainer import run_training  # noqa: E402
 
 
@@ -48,7 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    install_stop_handler()  # SIGTERM from here on: checkpoint at the next step, exit 0
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -63,26 +70,38 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--save_dir: {format_validation_error(exc)}") from None
         configure_threads(config.runtime.threads_per_rank, local_world_size)
         run = prepare(config, rank, world_size)
-    except (ConfigError, SaveDirError, DataError, ValueError) as exc:
+        if under_torchrun():  # do not outlive the agent (tml.core.parent_watch)
+            watch_parent(stop_request.grace_period_s())
+    except InputError as exc:
         if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # every rank fails alike; say it once
             print(f"error: {exc}", file=sys.stderr, flush=True)
-        return INPUT_ERROR
+        return EXIT_INPUT_ERROR
     ctx = init_distributed(config.runtime.collective_timeout_s)
     if config.runtime.enable_tensorfloat32:
         import torch
 
         torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        run_training(run, ctx)
-    except (DataError, ValueError) as exc:
-        abort_job(f"{exc}", INPUT_ERROR)
+        finished = train_holding_the_save_dir(run, ctx)
+    except InputError as exc:  # bad data found mid-epoch, a checkpoint that does not fit, ...
+        abort_job(f"{exc}", EXIT_INPUT_ERROR)
     except CheckpointError as exc:  # e.g. a full disk: worth a restart, unlike bad input
-        abort_job(f"{exc}", 1)
+        abort_job(f"{exc}")
     except Exception:  # one rank failing must end the job, not leave the others in a collective
         traceback.print_exc()
-        abort_job(f"rank {ctx.rank} failed; see the traceback above", 1)
+        abort_job(f"rank {ctx.rank} failed; see the traceback above")
     shutdown()
-    return 0
+    return EXIT_OK if finished else stop_exit_code(stop_request.stop_signal())
+
+
+def train_holding_the_save_dir(run: PreparedRun, ctx: DistributedContext) -> bool:
+    """Train while this job holds the save dir (tml.core.save_dir_lock); False if stopped."""
+    lock = hold_save_dir(run.run_dir.root, ctx.rank)
+    try:
+        return run_training(run, ctx)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

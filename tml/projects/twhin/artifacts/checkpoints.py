@@ -3,6 +3,7 @@
 The trainer saves `{MODEL_STATE: model.state_dict(), OPTIMIZER_STATE: optimizer.state_dict()}`
 with torch.distributed.checkpoint, so a table's weight is `model.tables.embedding_bags.<t>.weight`.
 DCP reshards on load: a checkpoint written by any number of ranks reads into full tables here.
+Every read goes through tml.core.safe_dcp, so reading a checkpoint never runs code from it.
 
 Tables larger than memory: a table is read in row windows of at most `ROWS_PER_READ` rows, cut at
 the row boundaries of the saved shards. DCP's resharding reads exactly the saved pieces that
@@ -20,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import (
     ChunkStorageMetadata,
@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.metadata import (
 from torch.distributed.checkpoint.planner import LoadPlan
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
+from tml.core import safe_dcp
 from tml.core.checkpoint import complete_checkpoints, is_complete
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
@@ -65,7 +66,7 @@ def resolve_checkpoint(run: RunDir, checkpoint: str | None) -> Path:
 def load_dense(config: TwhinConfig, checkpoint: Path) -> dict[str, torch.Tensor]:
     """The relation operators' parameters, `scorer.`-prefixed as in the model's state."""
     dense = {f"scorer.{k}": v for k, v in EdgeScorer(config.model).state_dict().items()}
-    dcp.load({MODEL_STATE: dense}, checkpoint_id=str(checkpoint), no_dist=True)
+    safe_dcp.load({MODEL_STATE: dense}, checkpoint, no_dist=True)
     return dense
 
 
@@ -79,8 +80,9 @@ def load_tables(
         )
         for table in config.model.embeddings.tables
     }
-    dcp.load({table_checkpoint_key(name): t for name, t in tables.items()}, checkpoint_id=str(checkpoint),
-             no_dist=True)  # fmt: skip
+    safe_dcp.load(
+        {table_checkpoint_key(name): t for name, t in tables.items()}, checkpoint, no_dist=True
+    )
     return tables, load_dense(config, checkpoint)
 
 
@@ -130,12 +132,12 @@ def iter_table_rows(
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(first row, rows) of a table, window by window, in row order."""
     key = table_checkpoint_key(table.name)
-    metadata = dcp.FileSystemReader(str(checkpoint)).read_metadata()
+    metadata = safe_dcp.read_metadata(checkpoint)
     if key not in metadata.state_dict_metadata:
         raise FileNotFoundError(f"checkpoint {checkpoint} has no table {table.name!r}")
     dtype = _TORCH_DTYPES[table.data_type.value]
     for rows in row_windows(metadata, key, table.num_embeddings, max_rows):
         window = torch.empty(len(rows), table.embedding_dim, dtype=dtype)
-        dcp.load({key: window}, checkpoint_id=str(checkpoint), no_dist=True,
-                 planner=_RowWindowPlanner(key, rows.start, window))  # fmt: skip
+        safe_dcp.load({key: window}, checkpoint, no_dist=True,
+                      planner=_RowWindowPlanner(key, rows.start, window))  # fmt: skip
         yield rows.start, window

@@ -9,6 +9,7 @@
     <save_dir>/eval/<split>.json      results of `evaluate`
     <save_dir>/index/                 faiss indexes of `neighbors`
     <save_dir>/report/                the run report (`report`)
+    <save_dir>/job.lock               the job training into it (tml/core/save_dir_lock.py)
 
 The layout is what runs already on disk have: resuming and exporting old runs depend on it.
 """

@@ -14,13 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tml.core.errors import InputError
+
 COLUMNS = ("lhs", "rel", "rhs")
 EDGE_SCHEMA = pa.schema([(name, pa.int64()) for name in COLUMNS])
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "snappy", "write_statistics": True}
 """How the producers write parquet (edges and the files beside them)."""
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Edges that cannot be trained on; the message names the file, row group or row."""
 
 

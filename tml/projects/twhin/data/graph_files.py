@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from tml.core.errors import InputError
+
 VOCAB_DIR = "vocab"
 COMMUNITIES_FILE = "communities.parquet"
 
@@ -39,7 +41,7 @@ def read_names(path: Path, num_rows: int) -> np.ndarray:
     vocab = pq.read_table(path, columns=["id", "name"])
     ids = vocab.column("id").to_numpy()
     if len(ids) and (ids.min() < 0 or ids.max() >= num_rows):
-        raise ValueError(
+        raise InputError(
             f"{path}: ids reach {ids.max()} but the table has {num_rows} rows; was the config's "
             "num_embeddings changed after the import?"
         )

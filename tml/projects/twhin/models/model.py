@@ -19,7 +19,7 @@ from tml.projects.twhin.models.config import DataType, TwhinModelConfig
 from tml.projects.twhin.models.scorer import EdgeScorer
 
 _DATA_TYPES = {DataType.FP32: TorchrecDataType.FP32, DataType.FP16: TorchrecDataType.FP16}
-_TABLE_WEIGHT = re.compile(r"embedding_bags\.([^.]+)\.weight$")
+_TABLE_WEIGHT = re.compile(r"embedding_bags\.([^.]+)\.weight")
 
 
 def table_weight_key(table: str) -> str:
@@ -29,6 +29,12 @@ def table_weight_key(table: str) -> str:
 
 def table_of_key(key: str) -> str | None:
     """The table whose weight a key ends with (state dict, checkpoint or optimizer key)."""
+    match = _TABLE_WEIGHT.search(key)
+    return match.group(1) if match and match.end() == len(key) else None
+
+
+def table_in_key(key: str) -> str | None:
+    """The table whose weight a key names anywhere (optimizer state keys go on past it)."""
     match = _TABLE_WEIGHT.search(key)
     return match.group(1) if match else None
 

@@ -12,8 +12,10 @@ import torch
 import torch.distributed as dist
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import CacheParams, ShardingPlan
 
+from tml.core.config import ConfigError
 from tml.projects.twhin.models.config import ComputeKernel, ShardingType, TwhinModelConfig
 
 # Sharding types the planner may pick by default. data_parallel is left out on purpose: TorchRec
@@ -47,7 +49,7 @@ def check_compute_kernels(config: TwhinModelConfig, device_type: str) -> None:
     """UVM kernels put tables in GPU-mapped host memory: a CUDA-only choice, refused early."""
     for index, table in enumerate(config.embeddings.tables):
         if table.compute_kernel is not ComputeKernel.FUSED and device_type != "cuda":
-            raise ValueError(
+            raise ConfigError(
                 f"model.embeddings.tables[{index}].compute_kernel: {table.compute_kernel.value} "
                 f"needs a CUDA device (this run is on {device_type}, where tables already live "
                 "in host memory); remove it or use fused"
@@ -81,7 +83,12 @@ def plan_tables(
         ),
         constraints=constraints,
     )
-    return planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
+    try:
+        return planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
+    except PlannerError as exc:  # no plan fits these tables on this world: retrying cannot help
+        raise ConfigError(
+            f"model.embeddings: TorchRec's planner found no sharding plan ({exc})"
+        ) from None
 
 
 def describe_plan(plan: Any) -> dict[str, str]:

@@ -15,6 +15,7 @@ import torch
 
 from tml.core.checkpoint import step_directories
 from tml.core.config import ConfigError
+from tml.core.errors import InputError
 from tml.core.optimizers import fused_table_optimizer
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
@@ -22,7 +23,7 @@ from tml.projects.twhin.data.dataset import EdgeDataset, make_dataset
 from tml.projects.twhin.parallel.planner import check_compute_kernels
 
 
-class SaveDirError(ValueError):
+class SaveDirError(InputError):
     """The save dir cannot hold this run's outputs."""
 
 

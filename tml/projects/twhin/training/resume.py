@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
+from tml.core import safe_dcp
 from tml.core.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -24,14 +24,20 @@ from tml.core.checkpoint import (
     shape_mismatches,
     step_directories,
 )
+from tml.core.distributed import from_every_rank
+from tml.core.errors import InputError
 from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
-from tml.projects.twhin.models.model import table_of_key
+from tml.projects.twhin.models.model import table_in_key, table_of_key
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin
 from tml.projects.twhin.training.state import StartPoint, TrainerState
 
 log = logging.getLogger(__name__)
+
+
+class ResumeError(InputError):
+    """The save dir's checkpoints cannot start this run; the message says what to change."""
 
 
 def restore(
@@ -46,7 +52,7 @@ def restore(
     candidates = checkpoints.usable()
     if not candidates:
         if step_directories(checkpoints.directory):
-            raise ValueError(
+            raise ResumeError(
                 f"no usable checkpoint in {checkpoints.directory} (see the warnings above); "
                 "move the damaged step_* folders away to start from scratch"
             )
@@ -55,13 +61,15 @@ def restore(
         return StartPoint(0, 0, 0)
     if not config.training.resume_optimizer:
         del state[OPTIMIZER_STATE]
+    reasons = []
     for path in candidates:
         try:
-            check_fits(path, state)
+            check_fits(path, state, config)
             saved = checkpoints.load(path, state)
         except CheckpointError as exc:
             if checkpoints.rank == 0:
                 log.warning("skipping checkpoint %s: %s", path, exc)
+            reasons.append(str(exc))
             continue
         sharded.model.load_state_dict(state[MODEL_STATE])
         if OPTIMIZER_STATE in state:
@@ -72,27 +80,42 @@ def restore(
             path, TrainerState.from_dict(saved), world_size,
             data.config.per_replica_batch_size, data.steps_per_epoch,
         )  # fmt: skip
-    raise ValueError(
-        f"none of the checkpoints in {checkpoints.directory} can be loaded (see the warnings above)"
+    raise ResumeError(
+        f"none of the checkpoints in {checkpoints.directory} can be loaded; {'; '.join(reasons)}"
     )
 
 
-def check_fits(path: Path, state: dict[str, Any]) -> None:
-    """Every tensor of `state` is in the checkpoint with the same global shape, or ValueError."""
-    problems = shape_mismatches(saved_shapes(path), global_shapes(state))
+def check_fits(path: Path, state: dict[str, Any], config: TwhinConfig) -> None:
+    """Every tensor of `state` is in the checkpoint with the same global shape, or ResumeError."""
+    mine = shape_mismatches(saved_shapes(path), global_shapes(state))
+    # A rank sees only the optimizer state of its own tables: decide on what all ranks found.
+    problems = sorted({problem for found in from_every_rank(mine) for problem in found})
     model_problems = [p for p in problems if p.startswith(f"{MODEL_STATE}.")]
     if model_problems:
-        raise ValueError(
+        raise ResumeError(
             f"cannot resume from {path}: it does not fit this config's model "
             f"({model_problems[0]}); use a new --save_dir or the config that wrote it"
         )
     if problems:
-        raise ValueError(
-            f"cannot resume the optimizer state from {path} ({problems[0]}): it does not move "
-            "to this optimizer or sharding plan (row-wise Adagrad keeps one value per row and "
-            "column shard, so not to or from column_wise); set training.resume_optimizer: false "
-            "to restore the weights and start the optimizer fresh"
+        raise ResumeError(optimizer_problem(path, problems, config))
+
+
+def optimizer_problem(path: Path, problems: list[str], config: TwhinConfig) -> str:
+    """Which tables' optimizer state cannot move to this run, why, and what to set instead."""
+    optimizers = {t.name: t.optimizer.algorithm_name for t in config.model.embeddings.tables}
+    tables = sorted({table for p in problems if (table := table_in_key(p)) is not None})
+    named = ", ".join(f"{name!r} ({optimizers.get(name, '?')})" for name in tables)
+    what = f"table{'s' if len(tables) > 1 else ''} {named}" if tables else "the relations"
+    why = "the checkpoint holds no such state (another optimizer wrote it)"
+    if any(" there but " in problem for problem in problems):  # same state, another shape
+        why = (
+            "row-wise Adagrad keeps one value per row and column shard, so its state does not "
+            "move to a plan with another number of column shards (column_wise)"
         )
+    return (
+        f"cannot resume the optimizer state of {what} from {path} ({problems[0]}): {why}; set "
+        "training.resume_optimizer: false to restore the weights and start the optimizer fresh"
+    )
 
 
 def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
@@ -101,20 +124,20 @@ def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
     try:
         saved = saved_shapes(path)
     except CheckpointError as exc:
-        raise ValueError(f"training.initial_checkpoint_dir: {exc}") from None
+        raise ResumeError(f"training.initial_checkpoint_dir: {exc}") from None
     model_state = sharded.model.state_dict()
     shared = {k: v for k, v in global_shapes(model_state, f"{MODEL_STATE}.").items() if k in saved}
     problems = shape_mismatches(saved, shared)
     if problems:
-        raise ValueError(
+        raise ResumeError(
             f"training.initial_checkpoint_dir {path}: {problems[0]}; warm starting needs tables "
             "of the same size (num_embeddings, embedding_dim)"
         )
     state = {MODEL_STATE: {k: v for k, v in model_state.items() if f"{MODEL_STATE}.{k}" in shared}}
     try:
-        dcp.load(state, checkpoint_id=str(path))
+        safe_dcp.load(state, path)
     except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
-        raise ValueError(
+        raise ResumeError(
             f"training.initial_checkpoint_dir {path}: cannot load its weights "
             f"({describe_failure(exc)})"
         ) from None

@@ -8,6 +8,7 @@ the pipeline and the loop (tml/core/train_loop.py) with its checkpoint and evalu
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
+from tml.core import stop_request
 from tml.core.checkpoint import CheckpointManager
 from tml.core.distributed import DistributedContext
 from tml.core.metrics import MetricsWriter, format_duration
@@ -173,8 +175,9 @@ class TwhinTrainer:
             batches.close()
         if done < self.total_steps:
             log.info(
-                "stopped at step %d of %d on request (SIGTERM), checkpoint in %s; run the same "
-                "command again to resume", done, self.total_steps, self.checkpoints.directory,
+                "stopped at step %d of %d on request (%s), checkpoint in %s; run the same "
+                "command again to resume", done, self.total_steps,
+                signal.Signals(stop_request.stop_signal()).name, self.checkpoints.directory,
             )  # fmt: skip
             return False
         return True
@@ -186,8 +189,10 @@ class TwhinTrainer:
         return StepProfiler(self.run.run_dir.profile, self.ctx.rank, start_step, steps)
 
 
-def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
-    """Train, then (rank 0) export the final embeddings and say where everything is."""
+def run_training(run: PreparedRun, ctx: DistributedContext) -> bool:
+    """Train, then (rank 0) export the final embeddings and say where everything is.
+
+    Returns False when the ranks stopped early on request (after a checkpoint)."""
     started = time.perf_counter()
     trainer = TwhinTrainer(run, ctx)
     if ctx.is_chief:
@@ -205,3 +210,4 @@ def run_training(run: PreparedRun, ctx: DistributedContext) -> None:
         log.info("checkpoints: %s", run.run_dir.checkpoints)
         log.info("metrics:     %s", run.run_dir.metrics)
         log.info("embeddings:  %s", ", ".join(str(f) for f in files))
+    return finished
