@@ -14,12 +14,22 @@ SYNTHETIC_DIR ?= data/synthetic
 export OMP_WAIT_POLICY ?= PASSIVE
 # Container side: DOCKER=podman works too. Linted by `make lint` with the tools in .venv.
 DOCKER ?= docker
-IMAGE ?= tml-twhin:latest
-IMAGE_CPU ?= tml-twhin:cpu
-SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
+# Images are tagged with the version (pyproject.toml), never only `latest`.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= tml-twhin:$(VERSION)
+IMAGE_CPU ?= tml-twhin:$(VERSION)-cpu
+# OCI labels: the commit, its time (so a rebuild of one commit is labelled alike), the repository.
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+CREATED ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
+SOURCE ?= $(shell git config --get remote.origin.url 2>/dev/null || echo unknown)
+IMAGE_ARGS = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	--build-arg CREATED=$(CREATED) --build-arg SOURCE=$(SOURCE)
+SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh deploy/slurm/train.sbatch \
+	.ci/run
+K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \
-	bench-quality bench report
+	bench-quality bench report lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -27,11 +37,12 @@ help:  ## list the targets
 setup: $(VENV)/.installed  ## build .venv with the pinned stack (no-op when up to date)
 
 # torchrec goes in with --no-deps: its metadata leaves fbgemm-gpu open and pip would pick a build
-# for another torch. requirements.txt doubles as the constraints file so nothing can move a pin.
-$(VENV)/.installed: requirements.txt pyproject.toml
+# for another torch. requirements.txt doubles as the constraints file so nothing can move a pin;
+# requirements-dev.txt adds the test, lint and lock tools.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check \
-		-c requirements.txt -r <(grep -v '^torchrec==' requirements.txt)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.txt \
+		-r <(grep -v '^torchrec==' requirements.txt) -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
 		$$(grep '^torchrec==' requirements.txt)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -54,19 +65,40 @@ report: setup  ## plots and an index.html of SAVE_DIR's run into SAVE_DIR/report
 test: setup lint  ## lint, then the whole test suite
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
-lint: setup compose-check  ## ruff, hadolint (Dockerfile), shellcheck and the compose schema
+# hadolint reads .hadolint.yaml: the OCI labels are required in every image.
+lint: setup compose-check k8s-check  ## ruff, hadolint, shellcheck, compose and Kubernetes schemas
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 
-.PHONY: image image-cpu compose-check
+.PHONY: image image-cpu compose-check k8s-check k8s-schemas
 
 image:  ## build the CUDA 13.0 trainer image IMAGE (needs a Docker engine)
-	$(DOCKER) build -t $(IMAGE) .
+	$(DOCKER) build $(IMAGE_ARGS) -t $(IMAGE) .
 
 image-cpu:  ## build the CPU-only trainer image IMAGE_CPU
-	$(DOCKER) build --build-arg VARIANT=cpu -t $(IMAGE_CPU) .
+	$(DOCKER) build $(IMAGE_ARGS) --build-arg VARIANT=cpu -t $(IMAGE_CPU) .
+
+# The image installs locks/<variant>.txt with --require-hashes. TORCH_CPU_FIND_LINKS=DIR takes
+# the CPU torch wheel from a folder where PyTorch's CPU index cannot be reached.
+lock: setup  ## regenerate the image's hash-locked requirements (locks/) from requirements.txt
+	UV=$(VENV)/bin/uv tools/lock.sh locks
+
+# Strict schemas (unknown fields rejected) of the Kubeflow CRDs, vendored in deploy/k8s/schemas.
+k8s-check: setup  ## validate deploy/k8s against the PyTorchJob, TrainJob, TrainingRuntime CRDs
+	$(PY) tools/k8s_schemas.py check $(K8S_MANIFESTS)
+
+TRAINING_OPERATOR_CRDS ?= https://raw.githubusercontent.com/kubeflow/training-operator/v1.9.0/manifests/base/crds
+TRAINER_CRDS ?= https://raw.githubusercontent.com/kubeflow/trainer/v2.3.0/manifests/base/crds
+k8s-schemas: setup  ## re-vendor deploy/k8s/schemas from the Kubeflow CRDs (downloads them)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT \
+	&& curl -fsSL -o $$tmp/kubeflow.org_pytorchjobs.yaml \
+		$(TRAINING_OPERATOR_CRDS)/kubeflow.org_pytorchjobs.yaml \
+	&& for kind in trainjobs trainingruntimes; do curl -fsSL \
+		-o $$tmp/trainer.kubeflow.org_$$kind.yaml $(TRAINER_CRDS)/trainer.kubeflow.org_$$kind.yaml; \
+	done \
+	&& $(PY) tools/k8s_schemas.py extract $$tmp/*.yaml --out deploy/k8s/schemas
 
 # The compose-spec schema catches unknown keys and a GPU reservation without capabilities;
 # `docker compose config` also resolves variables, where the plugin is installed.

@@ -23,6 +23,7 @@ import pydantic  # noqa: E402
 
 from tml.core.checkpoint import CheckpointError  # noqa: E402
 from tml.core.config import ConfigError, format_validation_error, load_config  # noqa: E402
+from tml.core.device_check import require_expected_device  # noqa: E402
 from tml.core.distributed import (  # noqa: E402
     INPUT_ERROR,
     abort_job,
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     setup_logging(rank)
     try:
+        require_expected_device()  # TML_DEVICE: the CUDA image never falls back to CPU
         config = load_config(TwhinConfig, args.config_yaml_path)
         if args.save_dir:
             try:
