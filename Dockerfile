@@ -24,7 +24,7 @@ ARG PYTHON_IMAGE=python:3.11.9-slim-bookworm@sha256:dad770592ab3582ab2dabcf0e18a
 FROM ${PYTHON_IMAGE} AS runtime-base
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
-    && rm -rf /var/lib/apt/lists/* \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && useradd --uid 1000 --create-home tml
 # The pip cache lives in a BuildKit cache mount at pip's own default for root, never in a layer.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -69,14 +69,15 @@ ENV VIRTUAL_ENV=/opt/venv \
 # Dependencies before code, keyed on this variant's lock alone: editing tml/ or bumping a lint
 # tool (requirements-dev.txt) never reinstalls torch. --no-deps: the lock is the whole set.
 # The imports fail the build on a wrong wheel (a CPU torch in the CUDA image, an fbgemm-gpu built
-# for another torch), not the first job on the cluster.
+# for another torch), not the first job on the cluster; whatever they cache is removed.
 COPY locks/${VARIANT}.txt /tmp/lock.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv "$VIRTUAL_ENV" \
     && if [ "$VARIANT" = cpu ]; then set -- --extra-index-url "$TORCH_CPU_INDEX"; fi \
     && pip install --require-hashes --no-deps "$@" -r /tmp/lock.txt \
     && rm /tmp/lock.txt \
-    && XDG_CACHE_HOME=/tmp/build-cache python -c "import sys, torch, fbgemm_gpu, torchrec; \
+    && mkdir /tmp/build-cache \
+    && XDG_CACHE_HOME=/tmp/build-cache TMPDIR=/tmp/build-cache python -c "import sys, torch, fbgemm_gpu, torchrec; \
 cuda = torch.version.cuda or 'none'; \
 print('torch', torch.__version__, 'CUDA', cuda, 'fbgemm-gpu', fbgemm_gpu.__variant__, \
 'torchrec', torchrec.__version__); \

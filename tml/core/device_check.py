@@ -201,10 +201,15 @@ def require_expected_device() -> None:
     elif device == "cuda":
         found = problems(gather_facts())
         if found:
-            raise ValueError(
-                f"{DEVICE_ENV}=cuda (the CUDA image) but this machine cannot run it: "
-                + "; ".join(found) + f". {GPU_HINT}"
-            )  # fmt: skip
+            raise ValueError(refusal(found))
+
+
+def refusal(found: list[str]) -> str:
+    """The error for a CUDA-image job on a machine with these problems."""
+    return (
+        f"{DEVICE_ENV}=cuda (the CUDA image) but this machine cannot run it: "
+        + "; ".join(found) + f". {GPU_HINT}"
+    )  # fmt: skip
 
 
 def default_nproc() -> int:
