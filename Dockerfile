@@ -52,39 +52,41 @@ LABEL org.opencontainers.image.title="tml-twhin-tensorboard" \
     org.opencontainers.image.version="$VERSION" \
     org.opencontainers.image.created="$CREATED"
 
-# The trainer; last, so a plain `docker build .` makes it.
-FROM runtime-base AS trainer
-# cuda: PyPI's torch and fbgemm-gpu (CUDA 13.0); cpu: torch from PyTorch's CPU wheel index and
-# fbgemm-gpu-cpu.
+# The trainer's packages. cuda: PyPI's torch and fbgemm-gpu (CUDA 13.0); cpu: torch from
+# PyTorch's CPU wheel index and fbgemm-gpu-cpu. Keyed on this variant's lock alone: editing tml/
+# or bumping a lint tool (requirements-dev.txt) never reinstalls torch. --no-deps: the lock is
+# the whole set.
+# hadolint ignore=DL3049
+FROM runtime-base AS packages
 ARG VARIANT=cuda
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-# TML_DEVICE=cuda makes the trainer refuse a machine without a usable GPU (tml.core.device_check)
-# instead of training on one CPU core; TML_DEVICE=cpu at `docker run` opts in to CPU.
 ENV VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/usr/src/app \
-    TML_DEVICE=$VARIANT \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
-
-# Dependencies before code, keyed on this variant's lock alone: editing tml/ or bumping a lint
-# tool (requirements-dev.txt) never reinstalls torch. --no-deps: the lock is the whole set.
-# The imports fail the build on a wrong wheel (a CPU torch in the CUDA image, an fbgemm-gpu built
-# for another torch), not the first job on the cluster; whatever they cache is removed.
+    PATH=/opt/venv/bin:$PATH
 COPY locks/${VARIANT}.txt /tmp/lock.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv "$VIRTUAL_ENV" \
     && if [ "$VARIANT" = cpu ]; then set -- --extra-index-url "$TORCH_CPU_INDEX"; fi \
     && pip install --require-hashes --no-deps "$@" -r /tmp/lock.txt \
-    && rm /tmp/lock.txt \
-    && mkdir /tmp/build-cache \
-    && XDG_CACHE_HOME=/tmp/build-cache TMPDIR=/tmp/build-cache python -c "import sys, torch, fbgemm_gpu, torchrec; \
-cuda = torch.version.cuda or 'none'; \
-print('torch', torch.__version__, 'CUDA', cuda, 'fbgemm-gpu', fbgemm_gpu.__variant__, \
-'torchrec', torchrec.__version__); \
-ok = {'cuda': cuda.startswith('13.'), 'cpu': cuda == 'none'}['$VARIANT']; \
-sys.exit(0 if ok and fbgemm_gpu.__variant__ == '$VARIANT' else 'error: VARIANT=$VARIANT \
-installed torch with CUDA ' + cuda + ' and the ' + fbgemm_gpu.__variant__ + ' fbgemm-gpu')" \
-    && rm -rf /tmp/build-cache
+    && rm /tmp/lock.txt
+
+# The imports the trainer makes, in a stage of their own (the CUDA check compiles a stub of the
+# driver's NVML; see the script): a wrong wheel fails the build, not the first job on the cluster.
+# hadolint ignore=DL3049
+FROM packages AS import-check
+ARG VARIANT=cuda
+COPY tools/check-image-imports.sh /tmp/
+RUN sh /tmp/check-image-imports.sh "$VARIANT" /tmp/imports-checked
+
+# The trainer; last, so a plain `docker build .` makes it.
+FROM packages AS trainer
+ARG VARIANT=cuda
+# TML_DEVICE=cuda makes the trainer refuse a machine without a usable GPU (tml.core.device_check)
+# instead of training on one CPU core; TML_DEVICE=cpu at `docker run` opts in to CPU.
+ENV PYTHONPATH=/usr/src/app \
+    TML_DEVICE=$VARIANT \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# What the import check found (and a dependency on it, so the check always runs).
+COPY --from=import-check /tmp/imports-checked /opt/venv/IMPORTS_CHECKED
 
 # Caches of torch and triton at run time: set after the install, so pip's cache stays in its
 # mount. /tmp is writable by any uid (TML_UID, runAsUser); nothing creates .cache in the image.

@@ -24,8 +24,8 @@ CREATED ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
 SOURCE ?= $(shell git config --get remote.origin.url 2>/dev/null || echo unknown)
 IMAGE_ARGS = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 	--build-arg CREATED=$(CREATED) --build-arg SOURCE=$(SOURCE)
-SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh deploy/slurm/train.sbatch \
-	.ci/run
+SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/check-image-imports.sh \
+	deploy/slurm/train.sbatch .ci/run
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \

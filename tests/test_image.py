@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import REPO, embeddings, torchrun_env
 from tests.test_launch import VENV_BIN, run_entrypoint, short_run_config, write_text
 from tests.test_training_run import read_metrics, read_metrics_split
+from tml.core import device_check
 from tml.core.checkpoint import complete_checkpoints
 from tml.core.device_check import GpuFacts, problems, refusal, runs_on
 
@@ -117,35 +118,75 @@ def test_base_image_is_pinned_by_digest() -> None:
     name, digest = base.split("@")
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", name)
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
-    assert all(line.split()[1] in {"${PYTHON_IMAGE}", "runtime-base"}
-               for line in text.splitlines() if line.startswith("FROM "))  # fmt: skip
+    stages = list(dockerfile_stages())
+    for line in text.splitlines():
+        if line.startswith("FROM "):  # the base, or a stage built from it
+            assert line.split()[1] == "${PYTHON_IMAGE}" or line.split()[1] in stages
 
 
 def test_trainer_installs_its_lock_before_the_code_and_keeps_no_pip_cache() -> None:
     stages = dockerfile_stages()
     assert list(stages)[-1] == "trainer", "a plain `docker build .` must make the trainer"
-    trainer = stages["trainer"]
-    install = index_of(trainer, "RUN --mount=type=cache")
-    # Keyed on this variant's lock alone: no requirements file and no code before the install.
-    assert trainer[install - 1] == "COPY locks/${VARIANT}.txt /tmp/lock.txt"
-    assert not any("requirements" in line for line in trainer[:install])
-    assert install < index_of(trainer, "COPY tml ") < index_of(trainer, "USER ")
-    assert "pip install --require-hashes --no-deps" in trainer[install]
-    # pip's cache is the mount: pip runs as root with no XDG_CACHE_HOME set yet (the runtime
-    # cache dir comes after the install), so its default /root/.cache/pip is the mount target.
-    assert "--mount=type=cache,target=/root/.cache/pip" in trainer[install]
-    runtime_base = stages["runtime-base"]
-    assert not any("XDG_CACHE_HOME" in line or "PIP_CACHE_DIR" in line for line in runtime_base)
-    assert not any("XDG_CACHE_HOME=" in line for line in trainer[:install] if "ENV" in line)
-    xdg = index_of(trainer, "ENV XDG_CACHE_HOME=")
-    assert xdg > install and trainer[xdg] == "ENV XDG_CACHE_HOME=/tmp/.cache"
-    # The build imports what the cluster would, so a wrong wheel fails the build.
-    assert "import sys, torch, fbgemm_gpu, torchrec" in trainer[install]
+    packages, trainer = stages["packages"], stages["trainer"]
+    assert (
+        packages[0] == "FROM runtime-base AS packages" and trainer[0] == "FROM packages AS trainer"
+    )
+    install = index_of(packages, "RUN --mount=type=cache")
+    # Keyed on this variant's lock alone: no requirements file and no code in the stage.
+    assert packages[install - 1] == "COPY locks/${VARIANT}.txt /tmp/lock.txt"
+    assert not any("requirements" in line or "COPY tml" in line for line in packages)
+    assert "pip install --require-hashes --no-deps" in packages[install]
+    # pip's cache is the mount: pip runs as root with no XDG_CACHE_HOME set (the runtime cache
+    # dir is set in the trainer stage), so its default /root/.cache/pip is the mount target.
+    assert "--mount=type=cache,target=/root/.cache/pip" in packages[install]
+    for line in stages["runtime-base"] + packages:
+        assert (
+            "XDG_CACHE_HOME" not in line
+            and "PIP_CACHE_DIR" not in line
+            and "PIP_NO_CACHE" not in line
+        )
+    assert "ENV XDG_CACHE_HOME=/tmp/.cache" in trainer
+    assert not any(" pip " in f" {line} " for line in trainer), "nothing installed after the lock"
+    assert index_of(trainer, "COPY --from=import-check") < index_of(trainer, "COPY tml ")
+    assert index_of(trainer, "COPY tml ") < index_of(trainer, "USER ")
     # No version typed into the Dockerfile can disagree with the locks.
-    assert not re.search(r"[a-z]==\s*[0-9]", "\n".join(trainer))
+    assert not re.search(r"[a-z]==\s*[0-9]", "\n".join(packages + trainer))
     assert "ARG VARIANT=cuda" in trainer and "TML_DEVICE=$VARIANT" in " ".join(trainer)
     user = trainer[index_of(trainer, "USER ")].split()[1]
     assert re.fullmatch(r"[1-9][0-9]*:[0-9]+", user), "numeric non-root user"
+
+
+def test_build_imports_what_the_trainer_imports() -> None:
+    """The import-check stage runs the check script; the trainer depends on its result, so the
+    check runs in every build of the trainer."""
+    stages = dockerfile_stages()
+    check = stages["import-check"]
+    assert check[0] == "FROM packages AS import-check"
+    assert check[-1] == 'RUN sh /tmp/check-image-imports.sh "$VARIANT" /tmp/imports-checked'
+    trainer = stages["trainer"]
+    assert trainer[index_of(trainer, "COPY --from=import-check")] == (
+        "COPY --from=import-check /tmp/imports-checked /opt/venv/IMPORTS_CHECKED"
+    )
+
+
+def check_imports(variant: str, output: Path) -> subprocess.CompletedProcess[str]:
+    """The build's import check, run on this checkout's venv (CPU packages)."""
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    script = REPO / "tools" / "check-image-imports.sh"
+    return subprocess.run(
+        ["sh", str(script), variant, str(output)], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_import_check_passes_the_right_wheels_and_fails_a_wrong_one(tmp_path: Path) -> None:
+    result = check_imports("cpu", tmp_path / "ok")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ok").read_text().startswith("torch 2.13.0+cpu (CUDA none), fbgemm-gpu")
+    # CPU wheels where the CUDA image expects CUDA ones: the build stops.
+    result = check_imports("cuda", tmp_path / "wrong")
+    assert result.returncode != 0 and not (tmp_path / "wrong").exists()
+    assert "error: the cuda image installed torch 2.13.0+cpu (CUDA none)" in result.stderr
 
 
 def test_tini_is_pid_1_of_both_images() -> None:
@@ -205,7 +246,7 @@ def test_dockerignore_admits_only_what_the_dockerfile_copies() -> None:
     copied = set()
     for stage in dockerfile_stages().values():
         for line in stage:
-            if line.startswith("COPY "):
+            if line.startswith("COPY ") and "--from=" not in line:  # from the context
                 words = [w for w in line.split()[1:] if not w.startswith("--")]
                 copied.update(w.rstrip("/").replace("${VARIANT}", "*") for w in words[:-1])
     # Each COPY source is admitted, and each admitted pattern is copied by some COPY.
@@ -280,7 +321,8 @@ def gpu_facts(**changes: object) -> GpuFacts:
         torch_version="2.13.0+cu130", torch_cuda="13.0", driver="580.65.06",
         nvidia_visible_devices="all", cuda_visible_devices=None,
         device_nodes=[f"/dev/nvidia{i}" for i in range(8)], gpus=[("NVIDIA H100 80GB HBM3", "sm_90")] * 8,
-        torch_archs=["sm_80", "sm_90", "sm_100", "sm_120", "compute_120"],
+        # torch 2.13.0+cu130's list, read from its wheel
+        torch_archs=["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
         fbgemm_version="1.8.0", fbgemm_archs=("sm_80", "sm_90a", "sm_100a"),
     )  # fmt: skip
     for name, value in changes.items():
@@ -309,10 +351,11 @@ def test_a_gpu_without_kernels_names_both_arch_lists() -> None:
     (found,) = problems(gpu_facts(gpus=[("Tesla V100-SXM2-32GB", "sm_70")]))
     assert found == (
         "GPU 0 (Tesla V100-SXM2-32GB) is sm_70, which this build has no kernels for: torch "
-        "2.13.0+cu130 has sm_80, sm_90, sm_100, sm_120, compute_120, fbgemm-gpu 1.8.0 has "
+        "2.13.0+cu130 has sm_75, sm_80, sm_86, sm_90, sm_100, sm_120, fbgemm-gpu 1.8.0 has "
         "sm_80, sm_90a, sm_100a"
     )
-    # torch's PTX would run on an RTX PRO 6000 (sm_120), fbgemm-gpu has no kernels for it.
+    # torch has kernels for a T4 (sm_75) and an RTX PRO 6000 (sm_120), fbgemm-gpu has none.
+    assert problems(gpu_facts(gpus=[("Tesla T4", "sm_75")]))
     assert problems(gpu_facts(gpus=[("RTX PRO 6000", "sm_120")]))
 
 
@@ -356,3 +399,18 @@ def test_original_command_runs_from_a_checkout(small_graph: Path, tmp_path: Path
     assert embeddings(save_dir, "user").shape == (424_241, 4)
     # The docs show the same line for the image.
     assert ORIGINAL_COMMAND in (REPO / "docs" / "deployment.md").read_text()
+
+
+def test_cpu_opt_in_needs_the_cpu_build_where_there_is_no_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This checkout's fbgemm-gpu is the CPU build: TML_DEVICE=cpu just hides the GPUs. The CUDA
+    build's fbgemm-gpu cannot load without the driver's NVML (absent here): a clear error."""
+    assert device_check.fbgemm_gpu_variant() == "cpu" and not device_check.nvml_loads()
+    monkeypatch.setenv("TML_DEVICE", "cpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    device_check.require_expected_device()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setattr(device_check, "fbgemm_gpu_variant", lambda: "cuda")  # the CUDA image's
+    with pytest.raises(ValueError, match="use the CPU image"):
+        device_check.require_expected_device()

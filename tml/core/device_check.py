@@ -13,14 +13,17 @@
 
 checks and exits 2 with one `error:` line when the check fails (a bad environment is not
 retried: a restart would meet the same machine); `--nproc` prints the default processes per
-node (one per visible GPU, else 1). The entrypoint runs it before `train`; `run.py` calls
-`require_expected_device()` too, so a bare `torchrun .../run.py` in the CUDA image is refused
-the same way.
+node (one per visible GPU, else 1). The entrypoint runs it before `train`; `run.py` runs the
+same check before it imports anything that loads fbgemm-gpu (whose CUDA build cannot even load
+without the driver), so a bare `torchrun .../run.py` in the CUDA image is refused the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib.util
+import json
 import os
 import re
 import sys
@@ -108,6 +111,27 @@ def gather_facts() -> GpuFacts:
         fbgemm_archs=FBGEMM_GPU_ARCHS.get(".".join(fbgemm_version.split(".")[:2])),
         cuda_warnings=[str(w.message).strip().splitlines()[0] for w in caught],
     )
+
+
+def fbgemm_gpu_variant() -> str | None:
+    """cuda, cpu (or rocm) as fbgemm-gpu's build says, read without loading its libraries."""
+    spec = importlib.util.find_spec("fbgemm_gpu")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    info = Path(spec.submodule_search_locations[0]) / "docs" / "target.default.json.py"
+    try:
+        return json.loads(info.read_text()).get("variant")
+    except (OSError, ValueError):
+        return None
+
+
+def nvml_loads() -> bool:
+    """Whether the NVIDIA driver's NVML, which fbgemm-gpu's CUDA build links, can be loaded."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def fbgemm_gpu_version() -> str:
@@ -198,6 +222,12 @@ def require_expected_device() -> None:
     device = requested_device()
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        if fbgemm_gpu_variant() == "cuda" and not nvml_loads():
+            raise ValueError(
+                f"{DEVICE_ENV}=cpu, but this is the CUDA build: its fbgemm-gpu cannot load "
+                "without the NVIDIA driver's libnvidia-ml.so.1, which this machine lacks. On a "
+                "machine without an NVIDIA driver, use the CPU image (make image-cpu)."
+            )
     elif device == "cuda":
         found = problems(gather_facts())
         if found:
@@ -212,6 +242,16 @@ def refusal(found: list[str]) -> str:
     )  # fmt: skip
 
 
+def exit_unless_expected_device() -> None:
+    """require_expected_device(), or one `error:` line (from local rank 0) and exit 2."""
+    try:
+        require_expected_device()
+    except ValueError as exc:
+        if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(INPUT_ERROR)
+
+
 def default_nproc() -> int:
     """Processes per node when none is given: one per visible GPU, else 1."""
     return max(torch.cuda.device_count(), 1) if torch.cuda.is_available() else 1
@@ -221,11 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check that this machine has the job's device.")
     parser.add_argument("--nproc", action="store_true", help="print the default processes per node")
     args = parser.parse_args(argv)
-    try:
-        require_expected_device()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return INPUT_ERROR
+    exit_unless_expected_device()
     if args.nproc:
         print(default_nproc())
     return 0

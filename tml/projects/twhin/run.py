@@ -19,11 +19,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if __package__ in (None, ""):  # run as a script by torchrun: make `tml` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from tml.core.device_check import exit_unless_expected_device  # noqa: E402
+
+# TML_DEVICE (the CUDA image: cuda) before anything loads fbgemm-gpu, whose CUDA build cannot
+# load without the NVIDIA driver: a machine without a usable GPU gets one `error:` line, exit 2.
+exit_unless_expected_device()
+
 import pydantic  # noqa: E402
 
 from tml.core.checkpoint import CheckpointError  # noqa: E402
 from tml.core.config import ConfigError, format_validation_error, load_config  # noqa: E402
-from tml.core.device_check import require_expected_device  # noqa: E402
 from tml.core.distributed import (  # noqa: E402
     INPUT_ERROR,
     abort_job,
@@ -55,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     setup_logging(rank)
     try:
-        require_expected_device()  # TML_DEVICE: the CUDA image never falls back to CPU
         config = load_config(TwhinConfig, args.config_yaml_path)
         if args.save_dir:
             try:
