@@ -2,7 +2,7 @@
 # tml-twhin trainer image (linux/amd64), the code at /usr/src/app:
 #
 #   make image         CUDA 13.0 (docker build --build-arg VARIANT=cuda ... -t tml-twhin:VERSION .)
-#   make image-cpu     no GPU (VARIANT=cpu), about 1.5 GB instead of 5-6
+#   make image-cpu     no GPU (VARIANT=cpu): about 1.6 GB instead of 8.4 (docs/deployment.md)
 #   docker build --target tensorboard -t tml-twhin-tensorboard .
 #
 # The Python stack is locks/<variant>.txt: every package, transitive ones included, pinned with
