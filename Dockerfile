@@ -26,7 +26,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && useradd --uid 1000 --create-home tml
-# The pip cache lives in a BuildKit cache mount at pip's own default for root, never in a layer.
+# pip: no version check, no root warning; its cache is a BuildKit cache mount at its default for
+# root (the install steps below), never a layer.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONUNBUFFERED=1
