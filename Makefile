@@ -10,7 +10,7 @@ MAX_RESTARTS ?= 3
 SAVE_DIR ?= runs/local
 CONFIG ?= configs/local.yaml
 SYNTHETIC_DIR ?= data/synthetic
-# Passive OpenMP waiting: spinning threads made small CPU boxes 10-40x slower (shared/stack.md §5).
+# Passive OpenMP waiting: spinning threads made small CPU boxes 10-40x slower (docs/stack.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 # Container side: DOCKER=podman works too. Linted by `make lint` with the tools in .venv.
 DOCKER ?= docker
@@ -28,11 +28,11 @@ SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/c
 	deploy/slurm/train.sbatch .ci/run
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
-.PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \
-	bench-quality bench report lock
+.PHONY: help setup run-local data test test-fast lint format docs clean import-kinships \
+	run-kinships bench-quality bench report lock
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
 setup: $(VENV)/.installed  ## build .venv with the pinned stack (no-op when up to date)
 
@@ -51,7 +51,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 data: $(SYNTHETIC_DIR)/graph.json  ## generate the synthetic Twitter-like graph (once)
 
 $(SYNTHETIC_DIR)/graph.json: | $(VENV)/.installed
-	$(PY) -m tml.projects.twhin.data.synthetic --out $(SYNTHETIC_DIR) --overwrite
+	$(PY) -m tml.projects.twhin.synthetic --out $(SYNTHETIC_DIR) --overwrite
 
 # tml.core.launch is torchrun that checkpoints and exits 0 on SIGTERM and does not retry bad input.
 run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks into SAVE_DIR
@@ -62,13 +62,17 @@ run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks 
 report: setup  ## plots and an index.html of SAVE_DIR's run into SAVE_DIR/report
 	$(PY) -m tml.projects.twhin.report --save_dir=$(SAVE_DIR)
 
-test: setup lint  ## lint, then the whole test suite
+test: setup lint  ## lint, then the whole test suite: unit and multi-process (torchrun) tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
+test-fast: setup  ## the unit tests only (tests/unit: no torchrun, under a minute)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit
+
 # hadolint reads .hadolint.yaml: the OCI labels are required in every image.
-lint: setup compose-check k8s-check  ## ruff, hadolint, shellcheck, compose and Kubernetes schemas
+lint: setup compose-check k8s-check  ## ruff, mypy (tml/), hadolint, shellcheck, compose and k8s schemas
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 
@@ -134,5 +138,6 @@ format: setup  ## apply ruff's fixes and formatting
 clean:  ## remove the venv, generated data and runs
 	rm -rf $(VENV) data/synthetic $(KINSHIPS_DIR) runs .pytest_cache
 
-docs: setup  ## regenerate the config reference in README.md from the config classes
-	$(PY) -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig --update README.md
+docs: setup  ## regenerate docs/config-reference.md from the config classes
+	$(PY) -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig \
+		--update docs/config-reference.md
