@@ -16,10 +16,11 @@ export OMP_WAIT_POLICY ?= PASSIVE
 DOCKER ?= docker
 IMAGE ?= tml-twhin:latest
 IMAGE_CPU ?= tml-twhin:cpu
-SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
+SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run \
+	tools/ensure-postgres.sh
 
 .PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \
-	bench-quality bench report
+	bench-quality bench report tune-kinships
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -87,6 +88,14 @@ run-kinships: setup import-kinships  ## train configs/kinships.yaml (ComplEx) an
 	OMP_NUM_THREADS=1 $(PY) tml/projects/twhin/run.py --config_yaml_path=configs/kinships.yaml \
 		--save_dir=runs/kinships
 	$(PY) -m tml.projects.twhin.evaluate --save_dir=runs/kinships --split test
+
+# 30 trials of the default search space around configs/kinships.yaml, two at a time (one thread
+# each), no new trial after 18 min; docs/tuning.md has the measured figures.
+TUNE_DIR ?= runs/tune-kinships
+TUNE_ARGS ?= --trials 30 --timeout 1080 --jobs 2 --eval_every_epochs 5 --seed 0
+tune-kinships: setup import-kinships  ## tune configs/kinships.yaml for validation MRR -> TUNE_DIR/best.yaml
+	$(PY) -m tml.projects.twhin.tune --config_yaml_path=configs/kinships.yaml \
+		--save_dir=$(TUNE_DIR) $(TUNE_ARGS)
 
 bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hits, speed
 	$(PY) benchmarks/quality.py
