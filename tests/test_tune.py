@@ -3,15 +3,19 @@ continuing a study, pruning by SIGTERM at a validation evaluation, and bad-input
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
-from tests.conftest import assert_ok
+from tests.conftest import REPO, assert_ok, torchrun_env
 from tests.tune_helpers import LR, load_study, make_graph, run_tune, runs_in, write_space
 from tml.core.checkpoint import complete_checkpoints
 from tml.core.config import load_config
@@ -58,9 +62,16 @@ def test_tune_writes_the_best_config_a_trials_table_and_a_report_and_continues(
     assert [r["number"] for r in rows] == ["0", "1"] and rows[0]["lr"]
     assert json.loads((tune_dir / "trials.json").read_text())[1]["state"] == "complete"
     assert "validation_mrr" in first.stdout and f"best: trial {best.number}" in first.stdout
-    page = (tune_dir / "report" / "index.html").read_text()
+    page = tune_dir / "report" / "index.html"
     for plot in ("history.png", "intermediate.png", "slice.png"):
-        assert plot in page and (tune_dir / "report" / plot).stat().st_size > 1000
+        assert plot in page.read_text() and (tune_dir / "report" / plot).stat().st_size > 1000
+    page.unlink()  # the run report command knows a tune dir and redraws its report
+    reported = subprocess.run(
+        [sys.executable, "-m", "tml.projects.twhin.report", f"--save_dir={tune_dir}"],
+        capture_output=True, text=True, env=torchrun_env(), cwd=REPO,
+    )  # fmt: skip
+    assert_ok(reported)
+    assert "Tune report: study tune" in page.read_text()
     # the same command continues the study: one more trial, the first two are not run again
     assert_ok(run_tune(base, tune_dir, "--trials", "3", *args))
     study = load_study(default_url(tune_dir), "tune")
@@ -68,9 +79,7 @@ def test_tune_writes_the_best_config_a_trials_table_and_a_report_and_continues(
     assert all(runs_in((tune_dir / "trials" / n / "train.log").read_text()) == 1 for n in "012")
 
 
-def csv_rows(path: Path):
-    import csv
-
+def csv_rows(path: Path) -> Iterator[dict[str, str]]:
     with open(path) as handle:
         yield from csv.DictReader(handle)
 

@@ -3,6 +3,7 @@ the trial count across retries and the meaning of a trial run's exit code (no tr
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import optuna
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from tests.helpers_data import config_dict, make_edges, write_edges
 from tml.core.config import ConfigError, load_config
 from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.tune import main as tune_main
 from tml.projects.twhin.tuning.space import SearchSpace, default_space, load_space
 from tml.projects.twhin.tuning.storage import retry_later
 from tml.projects.twhin.tuning.trial_config import TrialConfigBuilder
@@ -205,3 +208,52 @@ def test_a_runs_exit_code_decides_the_trials_state(
     result = run._finish(TrialResult(Outcome.COMPLETE, value=value), code, signalled)
     assert result.outcome is outcome
     assert reason in result.reason
+
+
+def test_print_search_space_writes_a_file_tune_accepts(
+    base_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--config_yaml_path", str(base_config), "--save_dir", str(tmp_path / "tune")]
+    assert tune_main([*args, "--print_search_space", "--max_epochs", "8"]) == 0
+    printed = write_space(tmp_path, capsys.readouterr().out)
+    assert load_space(printed) == default_space(load_config(TwhinConfig, base_config), 8)
+    assert not (tmp_path / "tune").exists()  # printing runs nothing
+
+
+def test_docs_list_the_default_search_space(base_config: Path) -> None:
+    text = (REPO / "docs" / "tuning.md").read_text()
+    section = text.split("## The search space")[1].split("A search-space file")[0]
+    documented = {}
+    for row in re.findall(r"^\| `([^`]+)`.*?\| `([^`]+)`", section, re.M):
+        documented[row[0]] = row[1]
+    space = default_space(load_config(TwhinConfig, base_config), 10)
+    expected = {}
+    for name, field in space.fields().items():
+        for table in ("user", "tweet", "ad"):
+            name = name.replace(f"lr.{table}", "lr.<table>")
+            field = field.replace(f"[{table}]", "[<table>]")
+        expected[name] = field
+    assert documented == expected
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--search_space", "{space}"], "error: invalid config {space}: parameters[0].high:"),
+        (["--storage", "nosuchdb://x"], "error: --storage: Can't load plugin"),
+        (["--storage", "sqlite:////nonexistent/dir/study.db"],
+         "error: cannot use the study storage sqlite:////nonexistent/dir/study.db: unable to open"),
+    ],
+)  # fmt: skip
+def test_tune_refuses_bad_input_with_exit_2(
+    base_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+    message: str,
+) -> None:  # fmt: skip
+    space = write_space(
+        tmp_path, "parameters:\n- {field: model.margin, type: float, low: 2, high: 1}"
+    )
+    args = [word.format(space=space) for word in extra]
+    code = tune_main(["--config_yaml_path", str(base_config), "--save_dir", str(tmp_path / "t"),
+                      *args])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.startswith(message.format(space=space))

@@ -23,8 +23,10 @@ import sqlalchemy
 import yaml
 
 from tml.core.config import ConfigError
-
-log = logging.getLogger("tml")
+from tml.projects.twhin.tuning.space import default_space, load_space
+from tml.projects.twhin.tuning.storage import STORAGE_ENV, default_url, redact
+from tml.projects.twhin.tuning.trial_config import TrialConfigBuilder
+from tml.projects.twhin.tuning.tuner import PRUNERS, Tuner, TuneSettings, open_study
 
 INPUT_ERROR = 2
 STOPPED = 143
@@ -33,84 +35,40 @@ STOPPED = 143
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m tml.projects.twhin.tune", allow_abbrev=False,
-        description="Tune a TwHIN config for validation MRR with Optuna.",
+        description="Tune a TwHIN config for validation MRR with Optuna (docs/tuning.md).",
     )  # fmt: skip
-    p.add_argument("--config_yaml_path", required=True, help="base config (needs validation_data)")
-    p.add_argument("--save_dir", required=True, help="tune dir: study, trials, best.yaml, report")
-    p.add_argument(
-        "--trials",
-        type=int,
-        default=30,
-        help="trials the study should hold, over all workers (default 30)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="start no new trial after S seconds (running ones finish)",
-    )
-    p.add_argument(
-        "--storage",
-        default=os.environ.get("TML_TUNE_STORAGE"),
+    add = p.add_argument
+    # fmt: off
+    add("--config_yaml_path", required=True, help="base config (needs validation_data)")
+    add("--save_dir", required=True, help="tune dir: study, trials, best.yaml, report")
+    add("--trials", type=int, default=30,
+        help="trials the study should hold, over all workers (default 30)")
+    add("--timeout", type=float, metavar="S",
+        help="start no new trial after S seconds (running ones finish)")
+    add("--storage", default=os.environ.get(STORAGE_ENV),
         help="Optuna RDB URL shared by workers, e.g. postgresql://user:pw@host/db "
-        "(default: $TML_TUNE_STORAGE, else sqlite:///D/study.db)",
-    )
-    p.add_argument("--study_name", default=None, help="default: the save dir's name")
-    p.add_argument(
-        "--search_space",
-        default=None,
-        metavar="FILE",
-        help="search-space YAML (default: ranges derived from the base config)",
-    )
-    p.add_argument(
-        "--print_search_space",
-        action="store_true",
-        help="print the search space as YAML and exit (a start for a FILE)",
-    )
-    p.add_argument(
-        "--max_epochs",
-        type=int,
-        default=None,
-        help="upper end of the default epochs range (default: the base config's)",
-    )
-    p.add_argument(
-        "--eval_every_epochs",
-        type=float,
-        default=None,
-        help="validation cadence of every trial (default: the base config's)",
-    )
-    p.add_argument("--jobs", type=int, default=1, help="trials this worker runs at once")
-    p.add_argument(
-        "--nproc_per_trial",
-        type=int,
-        default=1,
-        help="processes per trial (>1 runs tml.core.launch, torchrun)",
-    )
-    p.add_argument(
-        "--threads_per_trial",
-        type=int,
-        default=None,
-        help="torch threads per trial process (default: cores / jobs / nproc)",
-    )
-    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="sampler seed (leave unset when several workers share a study)",
-    )
-    p.add_argument(
-        "--heartbeat_s",
-        type=int,
-        default=30,
-        help="trials of a worker silent for 4x this long are failed and retried",
-    )
-    p.add_argument(
-        "--report",
-        action="store_true",
-        help="run no trial: rewrite best.yaml, the trials tables and the report",
-    )
+        f"(default: ${STORAGE_ENV}, else sqlite:///D/study.db)")
+    add("--study_name", help="default: the save dir's name")
+    add("--search_space", metavar="FILE",
+        help="search-space YAML (default: ranges derived from the base config)")
+    add("--print_search_space", action="store_true",
+        help="print the search space as YAML and exit (a start for a FILE)")
+    add("--max_epochs", type=int,
+        help="upper end of the default epochs range (default: the base config's)")
+    add("--eval_every_epochs", type=float,
+        help="validation cadence of every trial (default: the base config's)")
+    add("--jobs", type=int, default=1, help="trials this worker runs at once")
+    add("--nproc_per_trial", type=int, default=1,
+        help="processes per trial (>1 runs tml.core.launch, torchrun)")
+    add("--threads_per_trial", type=int,
+        help="torch threads per trial process (default: cores / jobs / nproc)")
+    add("--pruner", choices=PRUNERS, default="median")
+    add("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
+    add("--heartbeat_s", type=int, default=30,
+        help="trials of a worker silent for 4x this long are failed and retried")
+    add("--report", action="store_true",
+        help="run no trial: rewrite best.yaml, the trials tables and the report")
+    # fmt: on
     args = p.parse_args(argv)
     for name in ("trials", "jobs", "nproc_per_trial", "threads_per_trial", "max_epochs",
                  "heartbeat_s"):  # fmt: skip
@@ -128,13 +86,8 @@ def _configure_logging() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the tuner logs each trial itself
 
 
-def _build(args: argparse.Namespace):
+def _build(args: argparse.Namespace) -> tuple[TrialConfigBuilder, TuneSettings]:
     """The config builder with its search space, and the session settings."""
-    from tml.projects.twhin.tuning.space import default_space, load_space
-    from tml.projects.twhin.tuning.storage import default_url
-    from tml.projects.twhin.tuning.trial_config import TrialConfigBuilder
-    from tml.projects.twhin.tuning.tuner import TuneSettings
-
     save_dir = Path(args.save_dir)
     builder = TrialConfigBuilder(
         args.config_yaml_path, world_size=args.nproc_per_trial,
@@ -159,28 +112,31 @@ def _build(args: argparse.Namespace):
     return builder, settings
 
 
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return INPUT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _configure_logging()
-    from tml.projects.twhin.tuning.tuner import Tuner, open_study
-
     try:
         builder, settings = _build(args)
-        if args.print_search_space:
-            print(yaml.safe_dump(builder.space.to_yaml_dict(), sort_keys=False), end="")
-            return 0
-        tuner = Tuner(settings, builder)
+    except ConfigError as exc:  # the base config, the search space or the train data
+        return _error(str(exc))
+    if args.print_search_space:
+        print(yaml.safe_dump(builder.space.to_yaml_dict(), sort_keys=False), end="")
+        return 0
+    tuner = Tuner(settings, builder)
+    try:
         if args.report:
-            study, _ = open_study(settings, builder.space)
-            tuner.write_outputs(study)
+            tuner.write_outputs(open_study(settings, builder.space)[0])
             return 0
         study = tuner.run()
-    except (ConfigError, ValueError, sqlalchemy.exc.ArgumentError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return INPUT_ERROR
+    except sqlalchemy.exc.ArgumentError as exc:
+        return _error(f"--storage: {exc}")
     except sqlalchemy.exc.OperationalError as exc:
-        print(f"error: cannot use the study storage: {exc.orig}", file=sys.stderr, flush=True)
-        return INPUT_ERROR
+        return _error(f"cannot use the study storage {redact(settings.storage_url)}: {exc.orig}")
     if tuner.stop.is_set():
         return STOPPED
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):

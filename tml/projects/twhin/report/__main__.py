@@ -7,6 +7,7 @@ import sys
 
 from tml.core.config import ConfigError
 from tml.projects.twhin.report import DEFAULT_SAMPLE, __doc__, write_report
+from tml.projects.twhin.tuning.report import is_tune_dir, report_tune_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"Rows per table in the projection (default {DEFAULT_SAMPLE}).")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        page = write_report(args.save_dir, args.sample)
+        if is_tune_dir(args.save_dir):  # a `tune` dir: its study's report (docs/tuning.md)
+            page = report_tune_dir(args.save_dir)
+        else:
+            page = write_report(args.save_dir, args.sample)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime
 import html
+import json
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +22,12 @@ from matplotlib import pyplot  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from tml.projects.twhin.tuning.outputs import best_trial, format_table  # noqa: E402
+from tml.projects.twhin.tuning.storage import STORAGE_ENV  # noqa: E402
 
 log = logging.getLogger("tml")
 
 REPORT_DIR = "report"
+SETTINGS_FILE = "tune.json"  # written by every tune command: study name and storage
 PLOTS: tuple[tuple[str, str, Callable], ...] = (
     ("history.png", "Optimisation history: validation MRR of each complete trial and the best "
      "so far.", optuna_plots.plot_optimization_history),
@@ -52,6 +56,22 @@ def _draw(study: optuna.Study, draw: Callable, path: Path) -> bool:
         figure.savefig(path, dpi=100)
     pyplot.close(figure)
     return True
+
+
+def is_tune_dir(save_dir: str | Path) -> bool:
+    return (Path(save_dir) / SETTINGS_FILE).is_file()
+
+
+def report_tune_dir(save_dir: str | Path) -> Path:
+    """The report of a tune dir, from its study: `$TML_TUNE_STORAGE`, else the storage URL in
+    tune.json (which has no password: give PostgreSQL URLs through the variable)."""
+    save_dir = Path(save_dir)
+    settings = json.loads((save_dir / SETTINGS_FILE).read_text())
+    url = os.environ.get(STORAGE_ENV) or settings["storage"]
+    if "***" in url:
+        raise ValueError(f"{save_dir}'s study is in {url}: set {STORAGE_ENV} to its full URL")
+    study = optuna.load_study(study_name=settings["study_name"], storage=url)
+    return write_tune_report(study, save_dir)
 
 
 def write_tune_report(study: optuna.Study, save_dir: Path) -> Path:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
+import random
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -23,6 +26,8 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+log = logging.getLogger("tml")
 
 STUDY_FILE = "study.db"
 STORAGE_ENV = "TML_TUNE_STORAGE"
@@ -46,21 +51,36 @@ def redact(url: str) -> str:
         return url
 
 
-def open_storage(url: str, heartbeat_s: int) -> RDBStorage:
-    """An RDB storage with heartbeats; stale trials are retried up to MAX_RETRIES times."""
-    engine_kwargs = {}
+def open_storage(url: str, heartbeat_s: int, wait_s: float = 120) -> RDBStorage:
+    """An RDB storage with heartbeats; stale trials are retried up to MAX_RETRIES times.
+
+    Waits up to `wait_s` for a database that is still starting (a worker pod next to a new
+    PostgreSQL pod), and retries when workers starting together race to create the tables.
+    """
+    engine_kwargs: dict = {}
     if url.startswith("sqlite"):
         # Workers in threads wait on SQLite's write lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
+        wait_s = 0  # a file either opens or never will
     else:
         engine_kwargs["pool_pre_ping"] = True  # a server restart does not break the next trial
-    return RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=heartbeat_s,
-        grace_period=heartbeat_s * 4,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
-    )
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_s,
+                grace_period=heartbeat_s * 4,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRIES),
+            )
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
+                sqlalchemy.exc.ProgrammingError) as exc:  # fmt: skip
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for the study database %s (%s)", redact(url),
+                     str(getattr(exc, "orig", exc)).strip().splitlines()[0])  # fmt: skip
+            time.sleep(random.uniform(1, 3))
 
 
 def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -24,7 +24,7 @@ from tml.projects.twhin.tuning.outputs import (
     write_best_config,
     write_trial_tables,
 )
-from tml.projects.twhin.tuning.report import write_tune_report
+from tml.projects.twhin.tuning.report import SETTINGS_FILE, write_tune_report
 from tml.projects.twhin.tuning.space import SearchSpace, describe
 from tml.projects.twhin.tuning.storage import open_storage, redact
 from tml.projects.twhin.tuning.trial_config import TrialConfigBuilder
@@ -32,7 +32,6 @@ from tml.projects.twhin.tuning.worker import TRIALS_DIR, TuneWorker, WorkerSetti
 
 log = logging.getLogger("tml")
 
-SETTINGS_FILE = "tune.json"
 PRUNERS = ("median", "hyperband", "none")
 SPACE_ATTR = "search_space"
 
