@@ -133,8 +133,10 @@ def main() -> None:
         row = bench_graph(name, args.pykeen, args.out, args.tune_args)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print("\n| graph | default valid / test MRR | tuned valid / test MRR | best trial test MRR "
-          "| tune wall s | trials (complete/pruned/failed) | trial s median / max | load 1m |")
+    print(
+        "\n| graph | default valid / test MRR | tuned valid / test MRR | best trial test MRR "
+        "| tune wall s | trials (complete/pruned/failed) | trial s median / max | load 1m |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         d, t = r["default"], r["tuned"]

@@ -46,6 +46,7 @@ def test_tune_writes_the_best_config_a_trials_table_and_a_report_and_continues(
     assert_ok(first)
     study = load_study(default_url(tune_dir), "tune")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].params == {"lr": 0.2} and study.trials[0].user_attrs["base"]
     for trial in study.trials:  # each trial is a normal run; the objective is its last
         run = tune_dir / "trials" / str(trial.number)  # validation MRR, never a test figure
         assert trial.value == validation_mrrs(run)[-1]

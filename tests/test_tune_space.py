@@ -157,6 +157,21 @@ def test_batch_size_and_epochs_keep_schedules_and_cadences_in_epochs(base_config
     assert untouched["num_train_steps"] == 600 and untouched["eval_log_every_n"] == 120
 
 
+def test_the_first_trial_is_the_base_configs_own_point(base_config: Path) -> None:
+    epochs = {"name": "epochs", "field": "training.num_epochs", "type": "int", "low": 2,
+              "high": 20, "step": 2}  # fmt: skip
+    loss = {"name": "loss", "field": "model.loss", "type": "categorical",
+            "choices": ["softmax", "ranking"]}  # fmt: skip
+    margin = {"name": "margin", "field": "model.margin", "type": "float", "low": 0.5,
+              "high": 2.0, "when": {"loss": ["ranking"]}}  # fmt: skip
+    dims = {"name": "dim", "field": "model.embeddings.tables[*].embedding_dim", "type": "int",
+            "low": 2, "high": 8}  # fmt: skip
+    point = builder(base_config, LR, epochs, loss, margin, dims).base_point()
+    # lr 0.2 and 10 epochs are in range; the base's loss (logistic) is not among the choices,
+    # so nothing that depends on it is taken either; every table's dim is 4: one value.
+    assert point == {LR["field"]: 0.2, "epochs": 10, "dim": 4}
+
+
 def test_a_base_config_without_validation_mrr_is_refused(base_config: Path, tmp_path: Path) -> None:
     config = yaml.safe_load(base_config.read_text())
     config.pop("validation_data")

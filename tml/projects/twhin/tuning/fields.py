@@ -11,6 +11,7 @@ and the schedule's rates move together (a cosine's final rate keeps its ratio to
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -54,42 +55,59 @@ def is_optimizer_block(node: Any) -> bool:
     return isinstance(node, dict) and "learning_rate" in node and any(a in node for a in ALGORITHMS)
 
 
-def set_field(raw: dict[str, Any], full: dict[str, Any], path: str, value: Any) -> None:
-    """Set `path` to `value` in `raw` (the YAML mapping), checking it against `full` (the same
-    config with defaults filled in). Missing mappings on the way are created in `raw`."""
+def _targets(raw: dict[str, Any], full: dict[str, Any], path: str) -> list[tuple[Any, Any, Any]]:
+    """(container in raw, same container in full, key or index) of every place `path` names.
+    The virtual `lr` comes back as (optimizer block, optimizer block, LEARNING_RATE)."""
     tokens = _tokens(path)
     where = ""
-    raw_nodes, full_nodes = [raw], [full]
+    nodes, targets = [(raw, full)], []
     for depth, (name, selector) in enumerate(tokens):
         last = depth == len(tokens) - 1
-        next_raw, next_full = [], []
-        for raw_node, full_node in zip(raw_nodes, full_nodes, strict=True):
+        next_nodes = []
+        for raw_node, full_node in nodes:
             if last and name == LEARNING_RATE and is_optimizer_block(full_node):
-                set_peak_rate(raw_node, full_node, float(value))
+                targets.append((raw_node, full_node, LEARNING_RATE))
                 continue
             if not isinstance(full_node, dict) or name not in full_node:
                 raise FieldPathError(f"{where or '<root>'}: no field {name!r}")
             if full_node[name] is None and not last:
                 raise FieldPathError(f"{_join(where, name)}: not set in the base config")
             if last and selector is None:
-                raw_node[name] = value
+                targets.append((raw_node, full_node, name))
                 continue
             child_full = full_node[name]
             child_raw = raw_node.setdefault(name, {} if isinstance(child_full, dict) else None)
             if selector is None:
-                next_raw.append(child_raw)
-                next_full.append(child_full)
+                next_nodes.append((child_raw, child_full))
                 continue
             if not isinstance(child_full, list) or not isinstance(child_raw, list):
                 raise FieldPathError(f"{_join(where, name)}: [{selector}] needs a list")
             for index in _select(child_full, selector, _join(where, name)):
                 if last:
-                    child_raw[index] = value
+                    targets.append((child_raw, child_full, index))
                 else:
-                    next_raw.append(child_raw[index])
-                    next_full.append(child_full[index])
-        raw_nodes, full_nodes = next_raw, next_full
+                    next_nodes.append((child_raw[index], child_full[index]))
+        nodes = next_nodes
         where = _join(where, name) + (f"[{selector}]" if selector else "")
+    return targets
+
+
+def set_field(raw: dict[str, Any], full: dict[str, Any], path: str, value: Any) -> None:
+    """Set `path` to `value` in `raw` (the YAML mapping), checking it against `full` (the same
+    config with defaults filled in). Missing mappings on the way are created in `raw`."""
+    for raw_node, full_node, key in _targets(raw, full, path):
+        if key == LEARNING_RATE and is_optimizer_block(full_node):
+            set_peak_rate(raw_node, full_node, float(value))
+        else:
+            raw_node[key] = value
+
+
+def read_field(full: dict[str, Any], path: str) -> list[Any]:
+    """The values `path` names in a config with defaults filled in (several with `[*]`)."""
+    return [
+        peak_rate(node) if key == LEARNING_RATE and is_optimizer_block(node) else node[key]
+        for _, node, key in _targets(copy.deepcopy(full), full, path)
+    ]
 
 
 def _join(where: str, name: str) -> str:

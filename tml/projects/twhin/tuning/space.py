@@ -70,6 +70,9 @@ class FloatParameter(_Parameter):
     def suggest(self, trial: optuna.Trial) -> float:
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int | float) and self.low <= value <= self.high
+
     def corners(self) -> list[Choice]:
         return [self.low, self.high]
 
@@ -93,6 +96,12 @@ class IntParameter(_Parameter):
     def suggest(self, trial: optuna.Trial) -> int:
         return trial.suggest_int(self.key, self.low, self.high, step=self.step, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        return (
+            isinstance(value, int) and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )  # fmt: skip
+
     def corners(self) -> list[Choice]:
         return [self.low, self.high]
 
@@ -106,8 +115,15 @@ class CategoricalParameter(_Parameter):
     def suggest(self, trial: optuna.Trial) -> Choice:
         return trial.suggest_categorical(self.key, self.choices)
 
+    def contains(self, value: Any) -> bool:
+        return value in self.choices
+
     def corners(self) -> list[Choice]:
         return list(self.choices)
+
+
+def _condition_holds(parameter: _Parameter, values: dict[str, Choice]) -> bool:
+    return all(values.get(name) in allowed for name, allowed in (parameter.when or {}).items())
 
 
 def _check_range(low: float, high: float, log: bool) -> None:
@@ -165,8 +181,19 @@ class SearchSpace(BaseConfig):
         """Suggest every parameter whose condition holds; returns {name: value}."""
         values: dict[str, Choice] = {}
         for parameter in self.parameters:
-            if all(values.get(name) in allowed for name, allowed in (parameter.when or {}).items()):
+            if _condition_holds(parameter, values):
                 values[parameter.key] = parameter.suggest(trial)
+        return values
+
+    def point(self, current: dict[str, list[Any]]) -> dict[str, Choice]:
+        """The point of this space that `current` ({name: the config's values}) is: each
+        parameter whose condition holds and whose one current value lies in its range."""
+        values: dict[str, Choice] = {}
+        for parameter in self.parameters:
+            found = current.get(parameter.key, [])
+            if (_condition_holds(parameter, values) and len(set(found)) == 1
+                    and parameter.contains(found[0])):  # fmt: skip
+                values[parameter.key] = found[0]
         return values
 
     def fields(self) -> dict[str, str]:

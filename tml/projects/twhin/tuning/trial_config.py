@@ -24,7 +24,7 @@ from tml.core.config import ConfigError, format_validation_error, load_config
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.config import TwhinDataConfig
 from tml.projects.twhin.data.reader import DataError, list_parquet_files
-from tml.projects.twhin.tuning.fields import FieldPathError, set_field
+from tml.projects.twhin.tuning.fields import FieldPathError, read_field, set_field
 from tml.projects.twhin.tuning.space import SearchSpace
 
 EPOCHS_FIELD = "training.num_epochs"
@@ -109,6 +109,17 @@ class TrialConfigBuilder:
             raw.setdefault("runtime", {})["threads_per_rank"] = threads
         self._validate(raw, values)
         return raw
+
+    def base_point(self) -> dict[str, Any]:
+        """The base config's own values of the parameters that can take them: run first, so a
+        study never ends below the config it started from."""
+        current = {}
+        for name, field in self.space.fields().items():
+            try:
+                current[name] = read_field(self._full, field)
+            except FieldPathError:
+                continue  # check_space reports it
+        return self.space.point(current)
 
     def check_space(self) -> None:
         """Build a config at each parameter's extremes, so a bad field or range fails at start."""

@@ -104,6 +104,7 @@ class Tuner:
             jobs=settings.jobs, nproc_per_trial=settings.nproc_per_trial,
             threads_per_trial=settings.threads_per_trial,
         ), self.stop)  # fmt: skip
+        worker.seed_study(self.builder.base_point())
         worker.run()
         self.write_outputs(study)
         return study

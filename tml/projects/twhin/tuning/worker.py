@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import optuna
 import yaml
@@ -83,6 +83,14 @@ class TuneWorker:
             time.monotonic() + settings.timeout_s if settings.timeout_s is not None else None
         )
         self.finished: list[int] = []  # trial numbers this worker ran
+
+    def seed_study(self, point: dict[str, Any]) -> None:
+        """Queue `point` as the first trial of a study that has none (once, whichever worker
+        comes first)."""
+        with self.slots.hold():
+            if point and not self.study.get_trials(deepcopy=False):
+                self.study.enqueue_trial(point, user_attrs={"base": True})
+                log.info("trial 0 runs the base config's own values: %s", format_values(point))
 
     def run(self) -> None:
         """Run `jobs` trial loops; returns when the study is done, on timeout or on stop."""
