@@ -6,30 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import optuna
 import yaml
 
 from tests.conftest import REPO, assert_ok, torchrun_env
+from tests.helpers_data import write_group_graph
 
 TUNE = [sys.executable, "-m", "tml.projects.twhin.tune"]
 
 
 def make_graph(out: Path, epochs: int = 6) -> Path:
-    """50 people in 5 groups; relation r links group g to group (g + r) mod 5. Imported with
-    import_kg at dim 16, trained `epochs` epochs (16 steps each) with a validation every 2.
-    Returns the base config."""
-    rng = np.random.default_rng(0)
-    heads = rng.integers(0, 50, 1200)
-    rels = rng.integers(0, 3, 1200)
-    tails = ((heads // 10 + rels) % 5) * 10 + rng.integers(0, 10, 1200)
-    rows = np.unique(np.stack([heads, rels, tails], 1), axis=0)
-    rows = rows[rng.permutation(len(rows))]
-    out.mkdir(parents=True)
-    for name, part in {"train": rows[:-100], "valid": rows[-100:-50], "test": rows[-50:]}.items():
-        (out / f"{name}.tsv").write_text(
-            "".join(f"person{h}\tknows_{r}\tperson{t}\n" for h, r, t in part)
-        )
+    """`write_group_graph`'s knowledge graph imported with import_kg at dim 16, to train
+    `epochs` epochs (about 15 steps each) with a validation every 2; returns the base config."""
+    write_group_graph(out)
     imported = subprocess.run(
         [sys.executable, "-m", "tml.projects.twhin.import_kg", "--out", str(out / "graph"),
          "--train", str(out / "train.tsv"), "--valid", str(out / "valid.tsv"),
