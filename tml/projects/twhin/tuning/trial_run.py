@@ -138,7 +138,10 @@ class TrialRun:
                 if self.stop.is_set() and signalled is None:
                     signalled = Outcome.INTERRUPTED
                     process.send_signal(signal.SIGTERM)
-                self.stop.wait(POLL_S) if signalled is None else process.wait(timeout=None)
+                if signalled is None:
+                    self.stop.wait(POLL_S)
+                else:  # stopping: the run checkpoints, then its last records are read
+                    process.wait()
         return self._finish(result, process.returncode, signalled)
 
     def _take(
@@ -147,7 +150,8 @@ class TrialRun:
         result: TrialResult,
         on_evaluation: Callable[[int, float], bool],
     ) -> bool:
-        """Record a validation MRR (re-read records of a resumed run are skipped)."""
+        """Record a validation MRR. An evaluation seen twice (a resumed run repeats the steps
+        after its checkpoint) is reported once; its latest value is the one that counts."""
         if record.get("split") != "validation" or not isinstance(record.get(METRIC), int | float):
             return False
         step = int(record["step"])

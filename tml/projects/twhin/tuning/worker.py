@@ -82,7 +82,6 @@ class TuneWorker:
         self._deadline = (
             time.monotonic() + settings.timeout_s if settings.timeout_s is not None else None
         )
-        self.finished: list[int] = []  # trial numbers this worker ran
 
     def seed_study(self, point: dict[str, Any]) -> None:
         """Queue `point` as the first trial of a study that has none (once, whichever worker
@@ -191,7 +190,6 @@ class TuneWorker:
             self.study.tell(trial, state=TrialState.FAIL)
             if result.outcome is Outcome.INTERRUPTED:
                 retry_later(self.study, self.storage.get_trial(trial_id))
-        self.finished.append(trial.number)
         value = "" if result.value is None else f", validation MRR {result.value:.4f}"
         reason = f" ({result.reason})" if result.outcome is not Outcome.COMPLETE else ""
         log.info("trial %d %s%s%s", trial.number, result.outcome.value, value, reason)
