@@ -10,7 +10,7 @@ MAX_RESTARTS ?= 3
 SAVE_DIR ?= runs/local
 CONFIG ?= configs/local.yaml
 SYNTHETIC_DIR ?= data/synthetic
-# Passive OpenMP waiting: spinning threads made small CPU boxes 10-40x slower (shared/stack.md §5).
+# Passive OpenMP waiting: spinning threads made small CPU boxes 10-40x slower (docs/stack.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 # Container side: DOCKER=podman works too. Linted by `make lint` with the tools in .venv.
 DOCKER ?= docker
@@ -19,8 +19,8 @@ IMAGE_CPU ?= tml-twhin:cpu
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run \
 	tools/ensure-postgres.sh
 
-.PHONY: help setup run-local data test lint format docs clean import-kinships run-kinships \
-	bench-quality bench report tune-kinships
+.PHONY: help setup run-local data test test-fast lint format docs clean import-kinships \
+	run-kinships bench-quality bench report tune-kinships
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,7 +41,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 data: $(SYNTHETIC_DIR)/graph.json  ## generate the synthetic Twitter-like graph (once)
 
 $(SYNTHETIC_DIR)/graph.json: | $(VENV)/.installed
-	$(PY) -m tml.projects.twhin.data.synthetic --out $(SYNTHETIC_DIR) --overwrite
+	$(PY) -m tml.projects.twhin.synthetic --out $(SYNTHETIC_DIR) --overwrite
 
 # tml.core.launch is torchrun that checkpoints and exits 0 on SIGTERM and does not retry bad input.
 run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks into SAVE_DIR
@@ -52,12 +52,16 @@ run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks 
 report: setup  ## plots and an index.html of SAVE_DIR's run into SAVE_DIR/report
 	$(PY) -m tml.projects.twhin.report --save_dir=$(SAVE_DIR)
 
-test: setup lint  ## lint, then the whole test suite
+test: setup lint  ## lint, then the whole test suite: unit and multi-process (torchrun) tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
-lint: setup compose-check  ## ruff, hadolint (Dockerfile), shellcheck and the compose schema
+test-fast: setup  ## the unit tests only (tests/unit: no torchrun, under a minute)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit
+
+lint: setup compose-check  ## ruff, mypy (tml/), hadolint (Dockerfile), shellcheck, compose schema
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 
@@ -111,5 +115,6 @@ format: setup  ## apply ruff's fixes and formatting
 clean:  ## remove the venv, generated data and runs
 	rm -rf $(VENV) data/synthetic $(KINSHIPS_DIR) runs .pytest_cache
 
-docs: setup  ## regenerate the config reference in README.md from the config classes
-	$(PY) -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig --update README.md
+docs: setup  ## regenerate docs/config-reference.md from the config classes
+	$(PY) -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig \
+		--update docs/config-reference.md

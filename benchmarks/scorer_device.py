@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tml.projects.twhin.data.chunks import chunks_per_relation, max_chunks  # noqa: E402
+from tml.projects.twhin.batch.layout import SlotLayout, SlotPieces  # noqa: E402
 from tml.projects.twhin.models.scorer import EdgeScorer  # noqa: E402
 
 DIM, RELATIONS, MIX = 64, 4, (0.5, 0.3, 0.15, 0.05)
@@ -55,21 +55,26 @@ def scorer_config() -> SimpleNamespace:
     )  # fmt: skip
 
 
-def make_batch(size: int) -> tuple[torch.Tensor, SimpleNamespace]:
+class Batch(SimpleNamespace):
+    """What the scorer reads of an `EdgeBatch` besides the lookups (no TorchRec needed)."""
+
+    def pieces(self) -> SlotPieces:
+        return self.layout.pieces(self.relation_offsets)
+
+
+def make_batch(size: int) -> tuple[torch.Tensor, Batch]:
+    """Looked-up rows for one batch of `size` positives, laid out by the batch contract."""
     counts = [int(size * share) for share in MIX]
     counts[0] += size - sum(counts)
     offsets = [0]
     for count in counts:
         offsets.append(offsets[-1] + count)
-    owners = max_chunks(size, IN_BATCH, RELATIONS)
-    assert sum(chunks_per_relation(counts, IN_BATCH)) <= owners
+    layout = SlotLayout(size, UNIFORM, IN_BATCH, RELATIONS, global_negatives_per_chunk=True)
     generator = torch.Generator().manual_seed(0)
-    values = torch.randn(2 * size + 2 * UNIFORM * owners, DIM, generator=generator) * DIM**-0.5
+    values = torch.randn(layout.num_slots, DIM, generator=generator) * DIM**-0.5
     relation = torch.repeat_interleave(torch.arange(RELATIONS), torch.tensor(counts))
-    batch = SimpleNamespace(
-        relation=relation, weight=torch.ones(size), relation_offsets=tuple(offsets),
-        in_batch_negatives=IN_BATCH, global_negatives_per_chunk=True,
-    )  # fmt: skip
+    batch = Batch(relation=relation, weight=torch.ones(size), relation_offsets=tuple(offsets),
+                  layout=layout)  # fmt: skip
     return values, batch
 
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from tml.core.profiling import WARMUP_STEPS  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
-from tml.projects.twhin.data import synthetic  # noqa: E402
-from tml.projects.twhin.data.factory import make_dataset  # noqa: E402
+from tml.projects.twhin.data.dataset import make_dataset  # noqa: E402
+from tml.projects.twhin.tools import synthetic  # noqa: E402
 
 RUN_PY = REPO / "tml" / "projects" / "twhin" / "run.py"
 PBG_EDGES_PER_S = 208_000
@@ -76,8 +76,8 @@ def profiled(config: dict[str, Any]) -> dict[str, Any]:
 def loader_edges_per_s(config: dict[str, Any], max_batches: int = 400) -> float:
     """The data loader alone (read, shuffle, negatives, KJT), one rank, no training."""
     parsed = TwhinConfig.model_validate(config)
-    dataset = make_dataset(parsed, parsed.train_data, "train_data", rank=0, world_size=1,
-                           shuffle=True)  # fmt: skip
+    dataset = make_dataset(parsed.model.graph_shape(), parsed.train_data, "train_data", rank=0,
+                           world_size=1, seed=parsed.training.seed, shuffle=True)  # fmt: skip
     started, edges = time.perf_counter(), 0
     for index, batch in enumerate(dataset.batches(epoch=0)):
         edges += batch.num_real_edges

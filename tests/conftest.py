@@ -18,7 +18,7 @@ import yaml
 
 from tml.core.checkpoint import complete_checkpoints
 from tml.core.launch import process_children
-from tml.projects.twhin.data import synthetic
+from tml.projects.twhin.tools import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_PY = REPO / "tml" / "projects" / "twhin" / "run.py"

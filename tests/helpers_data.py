@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.edges import EdgeBatch
-from tml.projects.twhin.data.factory import make_dataset
-from tml.projects.twhin.data.reader import EdgeDataset
+from tml.projects.twhin.data.dataset import EdgeDataset, make_dataset
 
 TABLES: dict[str, int] = {"user": 1000, "tweet": 100, "ad": 50}
 TABLE_NAMES = list(TABLES)
@@ -130,8 +129,9 @@ def dataset(
     config: TwhinConfig, *, rank: int = 0, world_size: int = 1, shuffle: bool = True
 ) -> EdgeDataset:
     return make_dataset(
-        config, config.train_data, "train_data", rank=rank, world_size=world_size, shuffle=shuffle
-    )
+        config.model.graph_shape(), config.train_data, "train_data", rank=rank,
+        world_size=world_size, seed=config.training.seed, shuffle=shuffle,
+    )  # fmt: skip
 
 
 def decode_slots(batch: EdgeBatch) -> tuple[np.ndarray, np.ndarray]:

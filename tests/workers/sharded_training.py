@@ -18,9 +18,10 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist  # noqa:
 
 from tml.core.checkpoint import CheckpointManager  # noqa: E402
 from tml.core.distributed import init_distributed, shutdown  # noqa: E402
+from tml.projects.twhin.batch.layout import SlotLayout  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
-from tml.projects.twhin.data.edges import EdgeBatchBuilder, SlotLayout  # noqa: E402
-from tml.projects.twhin.models.sharding import shard_model  # noqa: E402
+from tml.projects.twhin.data.builder import EdgeBatchBuilder  # noqa: E402
+from tml.projects.twhin.parallel.sharded_model import shard_model  # noqa: E402
 
 GLOBAL_BATCH = 64
 STEPS = 6
@@ -31,11 +32,11 @@ def train(config: TwhinConfig, save_dir: str) -> None:
     sharded = shard_model(config.model, ctx.device, seed=0, world_size=ctx.world_size,
                           local_size=ctx.local_world_size)  # fmt: skip
     tables = config.model.embeddings.tables
-    names = [t.name for t in tables]
-    relations = [(names.index(r.lhs), names.index(r.rhs)) for r in config.model.relations]
+    shape = config.model.graph_shape()
+    relations = shape.relation_tables
     local = GLOBAL_BATCH // ctx.world_size
     builder = EdgeBatchBuilder(
-        names, [t.num_embeddings for t in tables], relations,
+        shape,
         SlotLayout(batch_size=local, global_negatives=4, in_batch_negatives=0,
                    num_relations=len(relations)),
     )  # fmt: skip

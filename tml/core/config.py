@@ -36,10 +36,11 @@ class BaseConfig(pydantic.BaseModel):
     def _reject_unsupported_fields(self) -> BaseConfig:
         problems = []
         for name, field in type(self).model_fields.items():
-            extra = field.json_schema_extra or {}
-            why, harmless = extra.get("unsupported"), extra.get("harmless", [])
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            why, harmless = extra.get("unsupported"), extra.get("harmless")
+            allowed = harmless if isinstance(harmless, list) else []
             value = getattr(self, name)
-            if why and value is not None and value != field.default and value not in harmless:
+            if why and value is not None and value != field.default and value not in allowed:
                 problems.append(f"{name}: not supported: {why}")
         if problems:
             raise ValueError(PROBLEM_SEPARATOR.join(problems))
@@ -57,6 +58,13 @@ def unsupported_field(why: str, default: Any = None, harmless: tuple = ()) -> An
         description=f"Not supported: {why}",
         json_schema_extra={"unsupported": why, "harmless": list(harmless)},
     )
+
+
+def require_exactly_one(model: pydantic.BaseModel, names: list[str], what: str = "") -> None:
+    """For validators of "exactly one of these blocks" sections (an optimizer, a schedule)."""
+    chosen = [name for name in names if getattr(model, name) is not None]
+    if len(chosen) != 1:
+        raise ValueError(f"set exactly one {what}of {', '.join(names)} (got {chosen or 'none'})")
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:
@@ -77,7 +85,7 @@ def format_validation_error(error: pydantic.ValidationError) -> str:
         message = str(item.get("msg", "")).removeprefix("Value error, ")
         location = _format_location(tuple(loc for loc in item["loc"] if not _is_union_tag(loc)))
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see the config reference in README.md)"
+            message = "unknown key (check the spelling; see docs/config-reference.md)"
         elif item["type"] not in ("value_error", "assertion_error", "missing") and "input" in item:
             message += f" (got {item['input']!r})"
         for part in message.split(PROBLEM_SEPARATOR):

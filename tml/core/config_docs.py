@@ -1,14 +1,16 @@
-"""Render a config class tree as a markdown reference, so the README cannot drift from the code.
+"""Render a config class tree as a markdown reference, so the docs cannot drift from the code.
 
-    python -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig [--update README.md]
+    python -m tml.core.config_docs tml.projects.twhin.config:TwhinConfig \
+        [--update docs/config-reference.md]
 
-With --update, the text between the README's config-reference markers is replaced.
+With --update, the text between the file's config-reference markers is replaced.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 import types
 import typing
@@ -53,6 +55,12 @@ def _default(field: Any) -> str:
     return f"`{value}`"
 
 
+def summary(docstring: str | None) -> str:
+    """A class docstring's first paragraph on one line (it may span several source lines)."""
+    paragraph = inspect.cleandoc(docstring or "").split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
 def reference(root: type[pydantic.BaseModel]) -> str:
     """Markdown: one table per config class (headed by every path it appears at), in the order
     a reader meets them."""
@@ -70,7 +78,7 @@ def reference(root: type[pydantic.BaseModel]) -> str:
     lines = []
     for model, where in paths.items():
         title = ", ".join(f"`{p}`" for p in where)
-        lines += [f"#### {title}", "", (model.__doc__ or "").strip().splitlines()[0], ""]
+        lines += [f"#### {title}", "", summary(model.__doc__), ""]
         lines += ["| field | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             description = (field.description or "").replace("|", "\\|").replace("\n", " ")

@@ -43,8 +43,9 @@ class DistributedContext:
 def configure_threads(threads_per_rank: int | None, local_world_size: int) -> None:
     """Threads per rank: by default the cores split evenly between the ranks of this machine.
 
-    (OMP_WAIT_POLICY=PASSIVE, the other half of avoiding the OpenMP spin slowdown of
-    shared/stack.md §5, must be in the environment before torch loads: run.py sets it.)
+    (OMP_WAIT_POLICY=PASSIVE, the other half of avoiding the OpenMP spin slowdown that made
+    small CPU boxes 10-40x slower, must be in the environment before torch loads: run.py sets
+    it; docs/stack.md.)
     """
     if threads_per_rank is None:
         threads_per_rank = max(1, (os.cpu_count() or 1) // max(local_world_size, 1))
@@ -86,7 +87,7 @@ def init_distributed(timeout_s: int = 600) -> DistributedContext:
 
 
 def shutdown() -> None:
-    """End the process group without gloo's SIGABRT at interpreter exit (shared/stack.md §4).
+    """End the process group without gloo's SIGABRT at interpreter exit (docs/stack.md).
 
     DMP and its sharding env keep gloo work objects alive until finalization, where their
     destructors abort the process. Call this once the model and pipeline are out of scope:

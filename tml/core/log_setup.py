@@ -6,7 +6,7 @@ import logging
 import sys
 import warnings
 
-# Messages TorchRec and torch print on every run that say nothing about this run (shared/stack.md).
+# Messages TorchRec and torch print on every run that say nothing about this run (docs/stack.md).
 _KNOWN_NOISE = (
     "The topology was constructed directly",
     "HeuristicalStorageReservation",

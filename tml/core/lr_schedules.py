@@ -11,7 +11,7 @@ import math
 
 import pydantic
 
-from tml.core.config import BaseConfig
+from tml.core.config import BaseConfig, require_exactly_one
 
 
 class PiecewiseConstant(BaseConfig):
@@ -83,10 +83,7 @@ class LearningRate(BaseConfig):
 
     @pydantic.model_validator(mode="after")
     def _exactly_one(self) -> LearningRate:
-        chosen = [name for name in type(self).model_fields if getattr(self, name) is not None]
-        if len(chosen) != 1:
-            options = ", ".join(type(self).model_fields)
-            raise ValueError(f"set exactly one of {options} (got {chosen or 'none'})")
+        require_exactly_one(self, list(type(self).model_fields))
         return self
 
 

@@ -26,15 +26,16 @@ def format_duration(seconds: float) -> str:
 
 
 class MetricsWriter:
-    """Appends JSON records to `<save_dir>/metrics.jsonl`, logs them readably and mirrors their
-    numbers to TensorBoard event files in `<save_dir>/tensorboard/`; rank 0 only.
+    """Appends JSON records to a JSON-lines file, logs them readably and mirrors their numbers
+    to TensorBoard event files in `tensorboard_dir`; rank 0 only.
 
     The SummaryWriter is created on the first write, so ranks that never write (and runs that
     end before logging anything) leave no empty event files behind.
     """
 
-    def __init__(self, path: str | Path, enabled: bool) -> None:
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path, enabled: bool) -> None:
         self.path = Path(path)
+        self.tensorboard_dir = Path(tensorboard_dir)
         self.enabled = enabled
         self._tensorboard: SummaryWriter | None = None
 
@@ -56,7 +57,7 @@ class MetricsWriter:
         if self._tensorboard is None:
             from torch.utils.tensorboard import SummaryWriter  # only rank 0 needs it
 
-            self._tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
+            self._tensorboard = SummaryWriter(str(self.tensorboard_dir))
         # time and step are TensorBoard's x-axes, not series.
         numbers = {k: v for k, v in record.items() if k not in ("time", "step")}
         for tag, value in _scalars(numbers, record.get("split", "train")):

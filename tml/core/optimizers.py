@@ -7,50 +7,123 @@ fbgemm kernel, no dense gradient is ever built). Dense parameters (relation oper
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 import torch
 
-from tml.core.config import BaseConfig
+from tml.core.config import BaseConfig, require_exactly_one
 from tml.core.lr_schedules import LearningRate
+from tml.core.registry import Registry
+
+DenseOptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+"""`params -> torch.optim.Optimizer`, what TorchRec's KeyedOptimizerWrapper takes."""
 
 
-class SgdConfig(BaseConfig):
-    """Plain SGD. `momentum` is only available for dense parameters (fused tables have none)."""
+@dataclass
+class FusedOptimizer:
+    """What TorchRec needs to fuse one table's optimizer into its fbgemm kernel."""
+
+    optimizer_class: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any]  # for the torch optimizer class (apply_optimizer_in_backward)
+
+
+class AlgorithmConfig(BaseConfig):
+    """One optimizer algorithm's settings, and how it becomes a fused or a dense optimizer."""
+
+    name: ClassVar[str]  # its key in an optimizer block, set by the registry
 
     lr: pydantic.NonNegativeFloat = pydantic.Field(description="Learning rate.")
+
+    @abc.abstractmethod
+    def fused(self, device_type: str, where: str) -> FusedOptimizer:
+        """The fused table optimizer; `where` is this block's config path, for errors."""
+
+    @abc.abstractmethod
+    def dense(self, where: str) -> DenseOptimizerFactory:
+        """The optimizer of dense (non-table) parameters."""
+
+
+ALGORITHMS: Registry[AlgorithmConfig] = Registry("optimizer")
+"""Optimizer algorithms by their key in an optimizer block (`adagrad: {lr: 0.1}`)."""
+
+
+@ALGORITHMS.register("sgd")
+class SgdConfig(AlgorithmConfig):
+    """Plain SGD. `momentum` is only available for dense parameters (fused tables have none)."""
+
     momentum: pydantic.NonNegativeFloat = pydantic.Field(
         0.0, description="Momentum; dense parameters only, must be 0 for embedding tables."
     )
 
+    def fused(self, device_type: str, where: str) -> FusedOptimizer:
+        if self.momentum:
+            raise ValueError(
+                f"{where}.momentum: fused embedding-table SGD has no momentum; "
+                "set it to 0 or use adagrad/rowwise_adagrad"
+            )
+        return FusedOptimizer(torch.optim.SGD, {"lr": self.lr})
 
-class AdagradConfig(BaseConfig):
+    def dense(self, where: str) -> DenseOptimizerFactory:
+        return lambda params: torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+
+
+@ALGORITHMS.register("adagrad")
+class AdagradConfig(AlgorithmConfig):
     """Adagrad: per-element accumulated squared gradients."""
 
-    lr: pydantic.NonNegativeFloat = pydantic.Field(description="Learning rate.")
     eps: pydantic.PositiveFloat = pydantic.Field(
         1e-8,
         description="Added to the denominator. Must be > 0: the original's 0 divides 0 by 0 "
         "(NaN) on rows whose gradient is exactly zero.",
     )
 
+    def fused(self, device_type: str, where: str) -> FusedOptimizer:
+        return FusedOptimizer(torch.optim.Adagrad, {"lr": self.lr, "eps": self.eps})
 
+    def dense(self, where: str) -> DenseOptimizerFactory:
+        return lambda params: torch.optim.Adagrad(params, lr=self.lr, eps=self.eps)
+
+
+@ALGORITHMS.register("rowwise_adagrad")
 class RowWiseAdagradConfig(AdagradConfig):
     """Adagrad with one accumulator per table row: the usual choice for large tables
     (memory of one float per row instead of one per element). Embedding tables only."""
 
+    def fused(self, device_type: str, where: str) -> FusedOptimizer:
+        from torchrec.optim import RowWiseAdagrad  # TorchRec's import is slow; tables only
 
-class AdamConfig(BaseConfig):
+        return FusedOptimizer(RowWiseAdagrad, {"lr": self.lr, "eps": self.eps})
+
+    def dense(self, where: str) -> DenseOptimizerFactory:
+        raise ValueError(
+            f"{where}: row-wise Adagrad is for embedding tables; use sgd, adagrad or adam "
+            "for dense parameters"
+        )
+
+
+@ALGORITHMS.register("adam")
+class AdamConfig(AlgorithmConfig):
     """Adam. Fused Adam exists only in the CUDA fbgemm kernels; on CPU tables reject it."""
 
-    lr: pydantic.NonNegativeFloat = pydantic.Field(description="Learning rate.")
     betas: tuple[float, float] = pydantic.Field((0.9, 0.999), description="Moment decay rates.")
     eps: pydantic.PositiveFloat = pydantic.Field(1e-7, description="Denominator stabiliser.")
 
+    def fused(self, device_type: str, where: str) -> FusedOptimizer:
+        if device_type != "cuda":
+            raise ValueError(
+                f"{where}: fused Adam for embedding tables needs CUDA (the CPU fbgemm kernels "
+                "support sgd, adagrad and rowwise_adagrad only)"
+            )
+        return FusedOptimizer(
+            torch.optim.Adam, {"lr": self.lr, "betas": self.betas, "eps": self.eps}
+        )
 
-AlgorithmConfig = SgdConfig | AdagradConfig | RowWiseAdagradConfig | AdamConfig
+    def dense(self, where: str) -> DenseOptimizerFactory:
+        return lambda params: torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps)
 
 
 class OptimizerConfig(BaseConfig):
@@ -70,76 +143,30 @@ class OptimizerConfig(BaseConfig):
 
     @pydantic.model_validator(mode="after")
     def _exactly_one_algorithm(self) -> OptimizerConfig:
-        chosen = [name for name in ALGORITHMS if getattr(self, name) is not None]
-        if len(chosen) != 1:
-            raise ValueError(
-                f"set exactly one optimizer of {', '.join(ALGORITHMS)} (got {chosen or 'none'})"
-            )
+        require_exactly_one(self, list(ALGORITHMS), "optimizer ")
         return self
 
     @property
-    def algorithm_name(self) -> str:
-        return next(name for name in ALGORITHMS if getattr(self, name) is not None)
+    def algorithm(self) -> AlgorithmConfig:
+        """The one algorithm block that is set."""
+        return next(block for name in ALGORITHMS if (block := getattr(self, name)) is not None)
 
     @property
-    def algorithm(self) -> AlgorithmConfig:
-        return getattr(self, self.algorithm_name)
+    def algorithm_name(self) -> str:
+        return self.algorithm.name
 
     def schedule(self) -> LearningRate:
         """The schedule to follow; a constant at the algorithm's `lr` when none is configured."""
         return self.learning_rate or LearningRate(constant=self.algorithm.lr)
 
 
-ALGORITHMS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
-
-
-@dataclass
-class FusedOptimizer:
-    """What TorchRec needs to fuse one table's optimizer into its fbgemm kernel."""
-
-    optimizer_class: type[torch.optim.Optimizer]
-    kwargs: dict[str, Any]  # for the torch optimizer class (apply_optimizer_in_backward)
-
-
 def fused_table_optimizer(config: OptimizerConfig, device_type: str, where: str) -> FusedOptimizer:
     """The fused optimizer of one table. `where` is the config path, used in error messages."""
-    from torchrec.optim import RowWiseAdagrad
-
     algorithm = config.algorithm
-    name = config.algorithm_name
-    if name == "sgd":
-        if algorithm.momentum:
-            raise ValueError(
-                f"{where}.sgd.momentum: fused embedding-table SGD has no momentum; "
-                "set it to 0 or use adagrad/rowwise_adagrad"
-            )
-        return FusedOptimizer(torch.optim.SGD, {"lr": algorithm.lr})
-    if name in ("adagrad", "rowwise_adagrad"):
-        optimizer_class = torch.optim.Adagrad if name == "adagrad" else RowWiseAdagrad
-        return FusedOptimizer(optimizer_class, {"lr": algorithm.lr, "eps": algorithm.eps})
-    if device_type != "cuda":
-        raise ValueError(
-            f"{where}.adam: fused Adam for embedding tables needs CUDA (the CPU fbgemm kernels "
-            "support sgd, adagrad and rowwise_adagrad only)"
-        )
-    return FusedOptimizer(
-        torch.optim.Adam, {"lr": algorithm.lr, "betas": algorithm.betas, "eps": algorithm.eps}
-    )
+    return algorithm.fused(device_type, f"{where}.{algorithm.name}")
 
 
-def dense_optimizer_factory(config: OptimizerConfig, where: str) -> Any:
+def dense_optimizer_factory(config: OptimizerConfig, where: str) -> DenseOptimizerFactory:
     """A callable `params -> torch.optim.Optimizer` for dense (non-table) parameters."""
     algorithm = config.algorithm
-    name = config.algorithm_name
-    if name == "sgd":
-        return lambda params: torch.optim.SGD(params, lr=algorithm.lr, momentum=algorithm.momentum)
-    if name == "adagrad":
-        return lambda params: torch.optim.Adagrad(params, lr=algorithm.lr, eps=algorithm.eps)
-    if name == "adam":
-        return lambda params: torch.optim.Adam(
-            params, lr=algorithm.lr, betas=algorithm.betas, eps=algorithm.eps
-        )
-    raise ValueError(
-        f"{where}.{name}: row-wise Adagrad is for embedding tables; use sgd, adagrad or adam "
-        "for dense parameters"
-    )
+    return algorithm.dense(f"{where}.{algorithm.name}")

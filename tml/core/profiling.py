@@ -83,6 +83,7 @@ class StepProfiler:
     def _finish(self, steps: int) -> None:
         wall_ms = 1000 * (time.perf_counter() - self._started)
         prof, self._profile = self._profile, None
+        assert prof is not None  # called only while profiling
         prof.__exit__(None, None, None)
         per_step = {k: v / steps for k, v in stage_times_ms(prof.events()).items()}
         summary = {

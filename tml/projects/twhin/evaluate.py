@@ -4,7 +4,8 @@
         [--split valid|test] [--checkpoint step_N]
 
 Offline (no process group): full tables are assembled from the sharded checkpoint, whatever
-world size wrote it. Prints one JSON line and writes it to `D/eval/<split>.json`.
+world size wrote it (eval/evaluator.py). Prints one JSON line and writes it to
+`D/eval/<split>.json`.
 """
 
 from __future__ import annotations
@@ -15,81 +16,12 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from tml.core.config import ConfigError, load_config
+from tml.core.files import write_text_atomically
+from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.factory import make_dataset
-from tml.projects.twhin.data.reader import DataError
-from tml.projects.twhin.export import CONFIG_COPY, load_tables, resolve_checkpoint
-from tml.projects.twhin.models.scorer import EdgeScorer
-from tml.projects.twhin.ranking import KnownEdges, evaluate_ranking
-
-log = logging.getLogger(__name__)
-
-SPLITS = {"valid": "validation_data", "test": "test_data"}
-
-
-def scorer_with_state(config: TwhinConfig, dense: dict[str, torch.Tensor]) -> EdgeScorer:
-    """An EdgeScorer holding the trained relation parameters (`scorer.`-prefixed state)."""
-    scorer = EdgeScorer(config.model)
-    scorer.load_state_dict({key.removeprefix("scorer."): value for key, value in dense.items()})
-    return scorer.eval()
-
-
-class RankingEvaluator:
-    """Ranks a split's edges; reads the known edges for filtering once and keeps them."""
-
-    def __init__(self, config: TwhinConfig) -> None:
-        self.config = config
-        self._known: KnownEdges | None = None
-
-    def edges(self, section: str) -> np.ndarray:
-        data = getattr(self.config, section)
-        if data is None:
-            raise DataError(f"the config has no {section} section to evaluate")
-        return make_dataset(
-            self.config, data, section, rank=0, world_size=1, shuffle=False
-        ).all_edges()
-
-    def known(self) -> KnownEdges:
-        if self._known is None:
-            sections = ("train_data", "validation_data", "test_data")
-            present = [s for s in sections if getattr(self.config, s) is not None]
-            self._known = KnownEdges(np.concatenate([self.edges(s) for s in present]))
-        return self._known
-
-    def evaluate(
-        self,
-        tables: dict[str, torch.Tensor],
-        scorer: EdgeScorer,
-        section: str,
-        max_edges: int | None = None,
-        timeout_s: float = float("inf"),
-    ) -> dict[str, float]:
-        edges = self.edges(section)[:max_edges]
-        settings = self.config.evaluation
-        return evaluate_ranking(
-            scorer,
-            tables,
-            edges,
-            self.known() if settings.filtered else None,
-            auc_negatives=settings.auc_negatives,
-            timeout_s=timeout_s,
-            seed=self.config.training.seed,
-        )
-
-
-def evaluate_checkpoint(
-    save_dir: Path, config: TwhinConfig, split: str, checkpoint: str | None
-) -> dict[str, float | str]:
-    path = resolve_checkpoint(save_dir, checkpoint)
-    tables, dense = load_tables(config, path)
-    metrics = RankingEvaluator(config).evaluate(
-        tables, scorer_with_state(config, dense), SPLITS[split]
-    )
-    return {"split": split, "checkpoint": path.name, **metrics}
+from tml.projects.twhin.data.files import DataError
+from tml.projects.twhin.eval.evaluator import SPLITS, evaluate_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,17 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     save_dir = Path(args.save_dir)
     try:
-        config = load_config(TwhinConfig, args.config_yaml_path or save_dir / CONFIG_COPY)
+        config = load_config(TwhinConfig, args.config_yaml_path or RunDir(save_dir).config)
         result = evaluate_checkpoint(save_dir, config, args.split, args.checkpoint)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     line = json.dumps(result)
-    out = save_dir / "eval" / f"{args.split}.json"
+    out = RunDir(save_dir).evaluation(args.split)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp")
-    staging.write_text(line + "\n")
-    staging.replace(out)
+    write_text_atomically(out, line + "\n")
     print(line)
     return 0
 

@@ -13,7 +13,7 @@ itself is never its own neighbour.
 Reads `D/config.yaml` and `D/embeddings/` (names where the graph has a vocabulary, relation
 parameters from relations.parquet). The search is exact (every candidate scored) unless
 --index faiss, or --index auto and the target table has LARGE_TABLE_ROWS rows or more; the faiss
-index is built once and kept under `D/index/` (see search.py).
+index is built once and kept under `D/index/` (search/backends.py).
 """
 
 from __future__ import annotations
@@ -21,160 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-
-from tml.core.config import ConfigError, load_config
-from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.embedding_files import EmbeddingTable, read_table, relation_scorer
-from tml.projects.twhin.export import CONFIG_COPY
-from tml.projects.twhin.search import cached_index, exact_search
-
-LARGE_TABLE_ROWS = 1_000_000
-INDEX_CHOICES = ("auto", "exact", "faiss")
-
-
-@dataclass
-class SearchPlan:
-    """What is compared with what: the query side, the candidates and how they are scored."""
-
-    target: str  # table the neighbours come from
-    comparator: str
-    description: str
-    query_operator: torch.nn.Module | None = None  # applied to the query embeddings
-    candidate_operator: torch.nn.Module | None = None  # applied to every candidate
-
-
-def plan_search(
-    config: TwhinConfig, table: str, relation: str | None, target: str | None, embeddings: Path
-) -> SearchPlan:
-    """Check the table/relation/target combination and say how to score it."""
-    tables = [t.name for t in config.model.embeddings.tables]
-    for name, flag in ((table, "--table"), (target, "--target")):
-        if name is not None and name not in tables:
-            raise ValueError(f"{flag} {name!r} is not a table of this run ({', '.join(tables)})")
-    if relation is None:
-        if target not in (None, table):
-            raise ValueError("--target needs --relation; without one, neighbours are searched "
-                             "within --table")  # fmt: skip
-        return SearchPlan(table, "cos", f"cosine similarity within {table}")
-    relations = [r.name for r in config.model.relations]
-    if relation not in relations:
-        raise ValueError(f"--relation {relation!r} is not one of {', '.join(relations)}")
-    index = relations.index(relation)
-    spec = config.model.relations[index]
-    scorer = relation_scorer(config, embeddings)
-    comparator = config.model.comparator
-    how = f"{spec.operator} operator, {comparator} comparator"
-    if table == spec.lhs and target in (None, spec.rhs):
-        return SearchPlan(spec.rhs, comparator, f"{relation}: {table} -> {spec.rhs} ({how})",
-                          query_operator=scorer.operators[index])  # fmt: skip
-    if table == spec.rhs and target in (None, spec.lhs):
-        description = f"{relation}: {spec.lhs} -> {table}, predicting the {spec.lhs} ({how})"
-        if scorer.reverse_operators is not None:
-            reverse = scorer.reverse_operators[index]
-            return SearchPlan(spec.lhs, comparator, description, query_operator=reverse)
-        return SearchPlan(spec.lhs, comparator, description,
-                          candidate_operator=scorer.operators[index])  # fmt: skip
-    raise ValueError(
-        f"relation {relation!r} joins {spec.lhs} -> {spec.rhs}: --table must be one of them "
-        f"and --target, if given, the other (got --table {table}, --target {target})"
-    )
-
-
-def choose_backend(index: str, plan: SearchPlan, rows: int) -> str:
-    """exact or faiss; faiss indexes candidates as stored, so it cannot transform them."""
-    if index == "faiss" and plan.candidate_operator is not None:
-        raise ValueError(
-            "faiss searches the target rows as stored, but scoring the lhs of a relation "
-            "without reciprocal relations transforms every candidate; use --index exact"
-        )
-    if index == "auto":
-        large = rows >= LARGE_TABLE_ROWS and plan.candidate_operator is None
-        return "faiss" if large else "exact"
-    return index
-
-
-def find_neighbors(
-    save_dir: str | Path,
-    table: str,
-    queries: list[str],
-    *,
-    relation: str | None = None,
-    target: str | None = None,
-    k: int = 10,
-    index: str = "auto",
-    nprobe: int | None = None,
-    nlist: int | None = None,
-) -> dict[str, Any]:
-    """The k best neighbours of each query, as a JSON-ready dict (see `--json`)."""
-    save_dir = Path(save_dir)
-    config = load_config(TwhinConfig, save_dir / CONFIG_COPY)
-    embeddings = save_dir / "embeddings"
-    plan = plan_search(config, table, relation, target, embeddings)
-    source = read_table(embeddings, table)
-    candidates = source if plan.target == table else read_table(embeddings, plan.target)
-    rows = torch.tensor([source.find(query) for query in queries])
-    with torch.no_grad():
-        vectors = torch.from_numpy(source.vectors[rows.numpy()])
-        if plan.query_operator is not None:
-            vectors = plan.query_operator(vectors)
-    exclude = rows if plan.target == table else None
-    backend = choose_backend(index, plan, len(candidates.vectors))
-    if backend == "exact":
-        scores, found = exact_search(vectors, torch.from_numpy(candidates.vectors),
-                                     plan.comparator, k, plan.candidate_operator, exclude)  # fmt: skip
-        used = "exact"
-    else:
-        faiss_index, path, built = cached_index(
-            save_dir, plan.target, embeddings / f"{plan.target}.parquet", candidates.vectors,
-            plan.comparator, nlist,
-        )  # fmt: skip
-        # One extra, in case the query itself comes back and is dropped.
-        scores, found = faiss_index.search(vectors.numpy(), k + 1, nprobe)
-        used = f"faiss {path} ({'built now' if built else 'reused'}, nlist {faiss_index.nlist})"
-    results = []
-    for position, row in enumerate(rows.tolist()):
-        keep = (found[position] >= 0) & np.isfinite(scores[position])
-        if exclude is not None:
-            keep &= found[position] != row
-        neighbors = [
-            {"rank": rank, **_entity(candidates, int(hit)), "score": float(score)}
-            for rank, (hit, score) in enumerate(
-                zip(found[position][keep][:k], scores[position][keep][:k], strict=True), 1
-            )
-        ]
-        results.append({"query": _entity(source, row), "neighbors": neighbors})
-    return {"table": table, "target": plan.target, "scoring": plan.description,
-            "search": used, "results": results}  # fmt: skip
-
-
-def _entity(table: EmbeddingTable, row: int) -> dict[str, Any]:
-    return {"id": row, "name": table.names[row] if table.names is not None else None}
-
-
-def format_text(result: dict[str, Any]) -> str:
-    """Human-readable: one block per query, a line per neighbour."""
-    lines = []
-    for entry in result["results"]:
-        query = entry["query"]
-        named = f" {query['name']!r}" if query["name"] is not None else ""
-        lines.append(
-            f"{result['table']}{named} (id {query['id']}): {len(entry['neighbors'])} best "
-            f"{result['target']} by {result['scoring']} [{result['search']}]"
-        )
-        named_rows = any(n["name"] is not None for n in entry["neighbors"])
-        width = max([len(str(n["name"])) for n in entry["neighbors"]] + [4])
-        lines.append(f"  {'rank':>4}  {'id':>9}  " + (f"{'name':<{width}}  " if named_rows else "")
-                     + "score")  # fmt: skip
-        for n in entry["neighbors"]:
-            name = f"{n['name'] or '-':<{width}}  " if named_rows else ""
-            lines.append(f"  {n['rank']:>4}  {n['id']:>9}  {name}{n['score']:.4f}")
-    return "\n".join(lines)
+from tml.core.config import ConfigError
+from tml.projects.twhin.search.neighbors import (
+    INDEX_CHOICES,
+    LARGE_TABLE_ROWS,
+    find_neighbors,
+    format_text,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

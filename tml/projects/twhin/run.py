@@ -34,8 +34,9 @@ from tml.core.distributed import (  # noqa: E402
 from tml.core.log_setup import setup_logging  # noqa: E402
 from tml.core.preemption import install_stop_handler  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
-from tml.projects.twhin.data.reader import DataError  # noqa: E402
-from tml.projects.twhin.train import SaveDirError, prepare, run_training  # noqa: E402
+from tml.projects.twhin.data.files import DataError  # noqa: E402
+from tml.projects.twhin.training.preflight import SaveDirError, prepare  # noqa: E402
+from tml.projects.twhin.training.trainer import run_training  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

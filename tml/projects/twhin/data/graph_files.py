@@ -14,24 +14,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from tml.projects.twhin.config import TwhinConfig
-
 VOCAB_DIR = "vocab"
 COMMUNITIES_FILE = "communities.parquet"
 
 
-def graph_dir(config: TwhinConfig) -> Path | None:
-    """The folder holding train_data's folder, for local data roots (None for URLs and globs)."""
-    root = config.train_data.data_root
+def graph_dir(root: str) -> Path | None:
+    """The folder holding a data root's folder (`train_data.data_root`), for local data roots
+    (None for URLs and globs)."""
     if "://" in root or any(char in root for char in "*?["):
         return None
     path = Path(root)
     return path.parent if path.is_dir() else path.parent.parent if path.is_file() else None
 
 
-def vocabulary_path(config: TwhinConfig, table: str) -> Path | None:
-    """The importer's `vocab/<table>.parquet` for this run's graph, when there is one."""
-    directory = graph_dir(config)
+def vocabulary_path(data_root: str, table: str) -> Path | None:
+    """The importer's `vocab/<table>.parquet` beside `data_root`, when there is one."""
+    directory = graph_dir(data_root)
     path = directory / VOCAB_DIR / f"{table}.parquet" if directory else None
     return path if path is not None and path.is_file() else None
 
@@ -50,9 +48,10 @@ def read_names(path: Path, num_rows: int) -> np.ndarray:
     return names
 
 
-def read_communities(config: TwhinConfig) -> dict[str, np.ndarray]:
-    """table -> planted community of each row (-1 where unknown); empty without the file."""
-    directory = graph_dir(config)
+def read_communities(data_root: str, tables: dict[str, int]) -> dict[str, np.ndarray]:
+    """table -> planted community of each of its rows (`tables`: name -> rows; -1 where
+    unknown), from the generator's file beside `data_root`; empty without it."""
+    directory = graph_dir(data_root)
     path = directory / COMMUNITIES_FILE if directory else None
     if path is None or not path.is_file():
         return {}
@@ -60,9 +59,9 @@ def read_communities(config: TwhinConfig) -> dict[str, np.ndarray]:
     table_names = np.asarray(data["table"])
     ids, communities = np.asarray(data["id"]), np.asarray(data["community"])
     labels = {}
-    for table in config.model.embeddings.tables:
-        mine = (table_names == table.name) & (ids < table.num_embeddings)
-        row_labels = np.full(table.num_embeddings, -1, dtype=np.int64)
+    for table, rows in tables.items():
+        mine = (table_names == table) & (ids < rows)
+        row_labels = np.full(rows, -1, dtype=np.int64)
         row_labels[ids[mine]] = communities[mine]
-        labels[table.name] = row_labels
+        labels[table] = row_labels
     return labels

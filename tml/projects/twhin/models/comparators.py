@@ -8,25 +8,31 @@ Comparators are symmetric. Registered by name; adding one is one class with `@re
 
 from __future__ import annotations
 
+import abc
+from typing import ClassVar
+
 import torch
 from torch.nn import functional as F
 
 from tml.core.registry import Registry
 
-COMPARATORS = Registry("comparator")
-register_comparator = COMPARATORS.register
 
-
-class Comparator:
+class Comparator(abc.ABC):
     """Scores of (transformed lhs, rhs) pairs; larger means more likely an edge."""
 
+    name: ClassVar[str]  # set by the registry
+
+    @abc.abstractmethod
     def aligned(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         """`(..., d)` x `(..., d)` -> `(...)`, broadcasting leading dims."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def all_pairs(self, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         """`(..., n, d)` x `(..., m, d)` -> `(..., n, m)` (leading dims: a batch of sets)."""
-        raise NotImplementedError
+
+
+COMPARATORS: Registry[Comparator] = Registry("comparator")
+register_comparator = COMPARATORS.register
 
 
 @register_comparator("dot")

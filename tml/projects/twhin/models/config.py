@@ -9,6 +9,7 @@ import pydantic
 
 from tml.core.config import PROBLEM_SEPARATOR, BaseConfig, unsupported_field
 from tml.core.optimizers import OptimizerConfig
+from tml.projects.twhin.batch.layout import GraphShape
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
@@ -191,3 +192,12 @@ class TwhinModelConfig(BaseConfig):
         if problems:
             raise ValueError(PROBLEM_SEPARATOR.join(problems))
         return self
+
+    def graph_shape(self) -> GraphShape:
+        """The tables (in this order, the batches' lookup keys) and relations a batch holds."""
+        names = [table.name for table in self.embeddings.tables]
+        return GraphShape(
+            table_names=tuple(names),
+            table_sizes=tuple(table.num_embeddings for table in self.embeddings.tables),
+            relation_tables=tuple((names.index(r.lhs), names.index(r.rhs)) for r in self.relations),
+        )

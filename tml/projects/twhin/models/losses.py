@@ -11,27 +11,29 @@ by name so the config picks one, and adding a loss is one class with `@register_
 
 from __future__ import annotations
 
+import abc
+from typing import ClassVar
+
 import torch
 from torch.nn import functional as F
 
 from tml.core.registry import Registry
 
-LOSSES = Registry("loss")
-register_loss = LOSSES.register
-
 NO_NEGATIVE = float("-inf")
 """The score of a slot without a negative."""
 
 
-class Loss:
+class Loss(abc.ABC):
     """Per-positive loss; `margin` is used by the losses that have one."""
+
+    name: ClassVar[str]  # set by the registry
 
     def __init__(self, margin: float = 0.0) -> None:
         self.margin = margin
 
+    @abc.abstractmethod
     def over_candidates(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """`(n, m)` scores with positive i in column target[i] -> `(n,)` losses."""
-        raise NotImplementedError
 
     def __call__(self, positive: torch.Tensor, *negatives: torch.Tensor) -> torch.Tensor:
         """The same loss from `positive (...)` and blocks of negatives `(..., m_i)`."""
@@ -40,6 +42,10 @@ class Loss:
         target = torch.zeros(positive.numel(), dtype=torch.long, device=positive.device)
         loss = self.over_candidates(scores.reshape(-1, scores.shape[-1]), target)
         return loss.view(positive.shape)
+
+
+LOSSES: Registry[Loss] = Registry("loss")
+register_loss = LOSSES.register
 
 
 def split_candidates(

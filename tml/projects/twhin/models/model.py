@@ -6,17 +6,31 @@ train pipeline can overlap with compute) and the scorer (an ordinary leaf module
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torchrec.modules.embedding_configs import DataType as TorchrecDataType
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-from tml.projects.twhin.data.edges import EdgeBatch
+from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.models.config import DataType, TwhinModelConfig
 from tml.projects.twhin.models.scorer import EdgeScorer
 
 _DATA_TYPES = {DataType.FP32: TorchrecDataType.FP32, DataType.FP16: TorchrecDataType.FP16}
+_TABLE_WEIGHT = re.compile(r"embedding_bags\.([^.]+)\.weight$")
+
+
+def table_weight_key(table: str) -> str:
+    """The key of a table's weight in `TwhinModel`'s (and its DMP's) state dict."""
+    return f"tables.embedding_bags.{table}.weight"
+
+
+def table_of_key(key: str) -> str | None:
+    """The table whose weight a key ends with (state dict, checkpoint or optimizer key)."""
+    match = _TABLE_WEIGHT.search(key)
+    return match.group(1) if match else None
 
 
 def table_configs(config: TwhinModelConfig) -> list[EmbeddingBagConfig]:

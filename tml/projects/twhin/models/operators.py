@@ -9,6 +9,7 @@ Operators work on any leading shape `(..., lhs_dim) -> (..., rhs_dim)`.
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
@@ -16,14 +17,11 @@ from torch import nn
 
 from tml.core.registry import Registry
 
-OPERATORS = Registry("operator")
-register_operator = OPERATORS.register
 
-
-class RelationOperator(nn.Module):
+class RelationOperator(nn.Module, abc.ABC):
     """Maps lhs embeddings `(..., lhs_dim)` to the rhs space `(..., rhs_dim)`."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # set by the registry
 
     def __init__(self, lhs_dim: int, rhs_dim: int) -> None:
         super().__init__()
@@ -39,6 +37,14 @@ class RelationOperator(nn.Module):
                 f"(got {lhs_dim} and {rhs_dim}); use 'linear' to join different dims"
             )
         return None
+
+    @abc.abstractmethod
+    def forward(self, lhs: torch.Tensor) -> torch.Tensor:
+        """`(..., lhs_dim)` -> `(..., rhs_dim)`."""
+
+
+OPERATORS: Registry[RelationOperator] = Registry("operator")
+register_operator = OPERATORS.register
 
 
 @register_operator("identity")

@@ -7,7 +7,7 @@ benchmarked on a GPU machine without the embedding kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -15,7 +15,6 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from tml.core.profiling import SCORING_RANGE
-from tml.projects.twhin.data.chunks import chunk_groups, max_chunks
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES, NO_NEGATIVE, split_candidates
 from tml.projects.twhin.models.operators import OPERATORS
@@ -23,7 +22,7 @@ from tml.projects.twhin.models.operators import OPERATORS
 if TYPE_CHECKING:
     from torchrec.sparse.jagged_tensor import KeyedTensor
 
-    from tml.projects.twhin.data.edges import EdgeBatch
+    from tml.projects.twhin.batch.edge_batch import EdgeBatch
     from tml.projects.twhin.models.config import TwhinModelConfig
 
 
@@ -120,59 +119,32 @@ class EdgeScorer(nn.Module):
     def _forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        by_table = per_table(embeddings)
         size = batch.relation.shape[0]
-        num_relations = len(self.relations)
         offsets = batch.relation_offsets
-        counts = [offsets[r + 1] - offsets[r] for r in range(num_relations)]
-        # (relation, positives, chunk size) of each group, in batch order
-        groups = [
-            (index, rows, chunk)
-            for index, count in enumerate(counts)
-            for rows, chunk in chunk_groups(count, batch.in_batch_negatives)
-        ]
-        per_chunk = batch.global_negatives_per_chunk
-        # Uniform negatives: G lhs and G rhs slots per owner, a relation or each of its chunks.
-        num_owners = (
-            max_chunks(size, batch.in_batch_negatives, num_relations)
-            if per_chunk
-            else num_relations
-        )
-        num_global = (embeddings.values().shape[0] - 2 * size) // (2 * num_owners)
-        # One split per table into [lhs of each group (relation 0's full chunks, its last chunk,
-        # relation 1's ...), padding, rhs of each group, padding, lhs negatives of each group
-        # (or relation), unused, rhs negatives likewise, unused] (edges.py): its backward is one
-        # concatenation, where slicing per group would materialise a zero gradient of the whole
-        # table output per slice.
-        positives = [rows for _, rows, _ in groups]
-        if per_chunk:
-            negatives = [num_global * (rows // chunk) for _, rows, chunk in groups]
-        else:
-            negatives = [num_global] * num_relations
-        negatives.append(num_global * num_owners - sum(negatives))  # unused owners
-        padding = size - offsets[-1]
-        split_sizes = [*positives, padding, *positives, padding, *negatives, *negatives]
-        pieces = {name: value.split(split_sizes) for name, value in by_table.items()}
-        rhs_first = len(positives) + 1
-        lhs_negatives_first = 2 * rhs_first
-        rhs_negatives_first = lhs_negatives_first + len(negatives)
+        # The batch contract says which piece of the lookups is what. One split per table: its
+        # backward is one concatenation, where slicing per group would materialise a zero
+        # gradient of the whole table output per slice.
+        split = batch.pieces()
+        num_global = batch.layout.global_negatives
+        pieces = {
+            name: rows.split(split.split_sizes) for name, rows in per_table(embeddings).items()
+        }
         parts = []
-        for group, (index, rows, chunk) in enumerate(groups):
-            lhs_table, rhs_table = self.relations[index]
-            piece = group if per_chunk else index  # negatives: one piece per group or relation
-            lhs_negatives = pieces[lhs_table][lhs_negatives_first + piece]
-            rhs_negatives = pieces[rhs_table][rhs_negatives_first + piece]
-            if per_chunk:  # (chunks * G, d) -> (chunks, G, d)
-                lhs_negatives = lhs_negatives.view(rows // chunk, num_global, -1)
-                rhs_negatives = rhs_negatives.view(rows // chunk, num_global, -1)
+        for index, group in enumerate(split.groups):
+            lhs_table, rhs_table = self.relations[group.relation]
+            lhs_negatives = pieces[lhs_table][split.lhs_negatives_piece(index)]
+            rhs_negatives = pieces[rhs_table][split.rhs_negatives_piece(index)]
+            if split.per_chunk:  # (chunks * G, d) -> (chunks, G, d)
+                lhs_negatives = lhs_negatives.view(group.num_chunks, num_global, -1)
+                rhs_negatives = rhs_negatives.view(group.num_chunks, num_global, -1)
             parts.append(
                 self._score_chunks(
-                    index,
-                    lhs=pieces[lhs_table][group],
-                    rhs=pieces[rhs_table][rhs_first + group],
+                    group.relation,
+                    lhs=pieces[lhs_table][split.lhs_piece(index)],
+                    rhs=pieces[rhs_table][split.rhs_piece(index)],
                     lhs_negatives=lhs_negatives,
                     rhs_negatives=rhs_negatives,
-                    chunk=chunk,
+                    chunk=group.chunk,
                 )
             )
         if parts:
@@ -248,7 +220,10 @@ class EdgeScorer(nn.Module):
             sides = [torch.cat(rhs_side, -1), torch.cat(lhs_side, -1)]
         sides = [scores.flatten(0, 1) for scores in sides]
         target = torch.arange(lhs.shape[0], device=lhs.device) % chunk
-        loss = sum(self.loss_function.over_candidates(scores, target) for scores in sides)
+        loss = cast(
+            torch.Tensor,
+            sum(self.loss_function.over_candidates(scores, target) for scores in sides),
+        )
         if self.regularization:
             loss = loss + self.regularization * (
                 lhs.abs().pow(3).sum(-1) + rhs.abs().pow(3).sum(-1)

@@ -60,10 +60,11 @@ def _targets(raw: dict[str, Any], full: dict[str, Any], path: str) -> list[tuple
     The virtual `lr` comes back as (optimizer block, optimizer block, LEARNING_RATE)."""
     tokens = _tokens(path)
     where = ""
-    nodes, targets = [(raw, full)], []
+    nodes: list[tuple[Any, Any]] = [(raw, full)]
+    targets: list[tuple[Any, Any, Any]] = []
     for depth, (name, selector) in enumerate(tokens):
         last = depth == len(tokens) - 1
-        next_nodes = []
+        next_nodes: list[tuple[Any, Any]] = []
         for raw_node, full_node in nodes:
             if last and name == LEARNING_RATE and is_optimizer_block(full_node):
                 targets.append((raw_node, full_node, LEARNING_RATE))

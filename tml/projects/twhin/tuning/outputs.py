@@ -19,6 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from tml.core.files import write_text_atomically
 from tml.projects.twhin.tuning.space import format_values
 from tml.projects.twhin.tuning.trial_config import TrialConfigBuilder
 
@@ -31,9 +32,7 @@ COLUMNS = ("number", "state", "validation_mrr", "evaluations", "seconds")
 
 
 def _write(path: Path, text: str) -> Path:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(text)
-    staging.replace(path)
+    write_text_atomically(path, text)
     return path
 
 
@@ -104,7 +103,7 @@ def _cell(value: Any) -> str:
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
+    return max(complete, key=lambda t: -math.inf if t.value is None else t.value, default=None)
 
 
 def write_best_config(

@@ -21,6 +21,7 @@ import optuna  # noqa: E402
 from matplotlib import pyplot  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
+from tml.core.files import write_text_atomically  # noqa: E402
 from tml.projects.twhin.tuning.outputs import best_trial, format_table  # noqa: E402
 from tml.projects.twhin.tuning.storage import STORAGE_ENV  # noqa: E402
 
@@ -102,7 +103,5 @@ def write_tune_report(study: optuna.Study, save_dir: Path) -> Path:
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
     parts += ["<h2>Trials</h2>", f"<pre>{html.escape(format_table(study))}</pre>", "</body></html>"]
     page = out / "index.html"
-    staging = page.with_name(".index.html.tmp")
-    staging.write_text("\n".join(parts) + "\n")
-    staging.replace(page)
+    write_text_atomically(page, "\n".join(parts) + "\n")
     return page

@@ -20,7 +20,7 @@ keys are errors, messages name the field path)::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import optuna
 import pydantic
@@ -113,7 +113,7 @@ class CategoricalParameter(_Parameter):
     choices: list[Choice] = pydantic.Field(min_length=1, description="The values to pick from.")
 
     def suggest(self, trial: optuna.Trial) -> Choice:
-        return trial.suggest_categorical(self.key, self.choices)
+        return cast(Choice, trial.suggest_categorical(self.key, self.choices))
 
     def contains(self, value: Any) -> bool:
         return value in self.choices
@@ -136,7 +136,7 @@ def _check_range(low: float, high: float, log: bool) -> None:
 def _parameter_type(value: Any) -> str | None:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     # Capitalised tags are left out of error paths by tml.core.config (parameters[2].low).
-    return {"float": "Float", "int": "Int", "categorical": "Categorical"}.get(kind)
+    return {"float": "Float", "int": "Int", "categorical": "Categorical"}.get(str(kind))
 
 
 Parameter = Annotated[
@@ -209,9 +209,10 @@ def describe(parameter: Parameter) -> str:
     if isinstance(parameter, CategoricalParameter):
         text = f"one of {parameter.choices}"
     else:
-        step = f", step {parameter.step}" if getattr(parameter, "step", 1) != 1 else ""
+        step = getattr(parameter, "step", 1)
+        step_text = f", step {step}" if step != 1 else ""
         text = f"{parameter.type} in [{parameter.low}, {parameter.high}]"
-        text += (", log" if parameter.log else "") + step
+        text += (", log" if parameter.log else "") + step_text
     return parameter.field + " " + text + (f" when {parameter.when}" if parameter.when else "")
 
 

@@ -23,7 +23,7 @@ import yaml
 from tml.core.config import ConfigError, format_validation_error, load_config
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.config import TwhinDataConfig
-from tml.projects.twhin.data.reader import DataError, list_parquet_files
+from tml.projects.twhin.data.files import DataError, list_parquet_files
 from tml.projects.twhin.tuning.fields import FieldPathError, read_field, set_field
 from tml.projects.twhin.tuning.space import SearchSpace
 
@@ -78,7 +78,7 @@ class TrialConfigBuilder:
         self.base = load_config(TwhinConfig, base_path)
         self._raw = yaml.safe_load(self.base_path.read_text())
         self._full = self.base.model_dump(mode="json")
-        self.space = space  # may be set later: the default space depends on the run length
+        self._space = space  # may be set later: the default space depends on the run length
         _check_validation(self.base, self.base_path)
         try:
             self.length = RunLength(count_edges(self.base.train_data), world_size)
@@ -90,12 +90,22 @@ class TrialConfigBuilder:
             self.base.training.eval_log_every_n / base_per_epoch, self.base_epochs
         )
 
+    @property
+    def space(self) -> SearchSpace:
+        if self._space is None:
+            raise RuntimeError("TrialConfigBuilder.space is used before it was set")
+        return self._space
+
+    @space.setter
+    def space(self, space: SearchSpace) -> None:
+        self._space = space
+
     def build(
         self, values: dict[str, Any], save_dir: str | Path, threads: int | None = None
     ) -> dict[str, Any]:
         """The trial's config as a YAML-ready dict; ConfigError naming the parameter on failure."""
         raw = copy.deepcopy(self._raw)
-        fields = self.space.fields() if self.space else {}
+        fields = self._space.fields() if self._space else {}
         for name, value in values.items():
             try:
                 set_field(raw, self._full, fields[name], value)

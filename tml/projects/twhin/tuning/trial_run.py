@@ -22,6 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from tml.projects.twhin.artifacts.run_dir import RunDir
+
 log = logging.getLogger("tml")
 
 RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
@@ -118,7 +120,7 @@ class TrialRun:
     ) -> TrialResult:
         """`on_evaluation(number, mrr)` returns True to prune. `lock`, an open file the run
         inherits, stays held until the run's last process exits."""
-        follower = MetricsFollower(self.save_dir / "metrics.jsonl")
+        follower = MetricsFollower(RunDir.at(self.save_dir).metrics)
         result = TrialResult(Outcome.COMPLETE)
         signalled: Outcome | None = None
         with open(self.log_path, "ab") as log_file:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from pathlib import Path
 from types import FrameType
 
 import optuna
+from optuna.storages import RDBStorage
 
+from tml.core.files import write_text_atomically
 from tml.projects.twhin.tuning.outputs import (
     best_trial,
     format_table,
@@ -62,7 +63,7 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(settings: TuneSettings, space: SearchSpace) -> tuple[optuna.Study, object]:
+def open_study(settings: TuneSettings, space: SearchSpace) -> tuple[optuna.Study, RDBStorage]:
     storage = open_storage(settings.storage_url, settings.heartbeat_s)
     sampler = optuna.samplers.TPESampler(
         seed=settings.seed, multivariate=True, group=True, constant_liar=True
@@ -157,7 +158,6 @@ class Tuner:
             "eval_every_epochs": self.builder.eval_every_epochs,
             "pruner": settings.pruner,
         }
-        path = settings.save_dir / SETTINGS_FILE
-        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        staging.write_text(json.dumps(record, indent=1) + "\n")
-        staging.replace(path)
+        write_text_atomically(
+            settings.save_dir / SETTINGS_FILE, json.dumps(record, indent=1) + "\n"
+        )

@@ -1,0 +1,211 @@
+"""Filtered ranking against a brute-force computation, tie handling, and the scoring formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.eval.ranking import KnownEdges, evaluate_ranking, realistic_ranks
+from tml.projects.twhin.models.comparators import COMPARATORS
+from tml.projects.twhin.models.losses import LOSSES
+from tml.projects.twhin.models.operators import OPERATORS
+from tml.projects.twhin.models.scorer import EdgeScorer
+
+
+def scorer_for(
+    operator: str, comparator: str = "dot", dims: tuple[int, int] = (6, 6), reciprocal: bool = False
+) -> EdgeScorer:
+    config = TwhinConfig.model_validate({
+        "model": {
+            "translation_optimizer": {"sgd": {"lr": 0.1}},
+            "comparator": comparator,
+            "reciprocal_relations": reciprocal,
+            "embeddings": {"tables": [
+                {"name": "a", "num_embeddings": 9, "embedding_dim": dims[0],
+                 "optimizer": {"sgd": {"lr": 0.1}}},
+                {"name": "b", "num_embeddings": 7, "embedding_dim": dims[1],
+                 "optimizer": {"sgd": {"lr": 0.1}}},
+            ]},
+            "relations": [{"name": "r0", "lhs": "a", "rhs": "b", "operator": operator},
+                          {"name": "r1", "lhs": "a", "rhs": "a", "operator": operator}]
+            if dims[0] == dims[1] or operator == "linear"
+            else [{"name": "r0", "lhs": "a", "rhs": "b", "operator": operator}],
+        },
+        "train_data": {"data_root": "x", "per_replica_batch_size": 4, "global_negatives": 1,
+                       "in_batch_negatives": 0},
+    })  # fmt: skip
+    scorer = EdgeScorer(config.model)
+    torch.manual_seed(0)
+    for parameter in scorer.parameters():  # move away from the identity-like initial values
+        parameter.data += 0.3 * torch.randn_like(parameter)
+    return scorer
+
+
+@torch.no_grad()
+def score_edge(
+    scorer: EdgeScorer, tables: dict, rel: int, head: int, tail: int, predicting_head: bool
+) -> float:
+    lhs_table, rhs_table = scorer.relations[rel]
+    lhs, rhs = tables[lhs_table][head], tables[rhs_table][tail]
+    if predicting_head and scorer.reverse_operators is not None:
+        return float(scorer.comparator.aligned(lhs, scorer.reverse_operators[rel](rhs)))
+    return float(scorer.comparator.aligned(scorer.operators[rel](lhs), rhs))
+
+
+def brute_force(scorer, tables, edges, known_edges):
+    """Ranks one score at a time with Python loops: the specification."""
+    known = {tuple(e) for e in known_edges.tolist()}
+    reciprocal, ranks = [], []
+    for lhs, rel, rhs in edges.tolist():
+        lhs_table, rhs_table = scorer.relations[rel]
+
+        for side in ("tail", "head"):
+
+            def score(head: int, tail: int, rel: int = rel, side: str = side) -> float:
+                return score_edge(scorer, tables, rel, head, tail, side == "head")
+
+            true = score(lhs, rhs)
+            size = len(tables[rhs_table] if side == "tail" else tables[lhs_table])
+            better = tied = 0
+            for candidate in range(size):
+                edge = (lhs, rel, candidate) if side == "tail" else (candidate, rel, rhs)
+                if edge in known:  # the true edge and other known ones are filtered
+                    continue
+                other = score(lhs, candidate) if side == "tail" else score(candidate, rhs)
+                better += other > true
+                tied += other == true
+            ranks.append(1 + better + tied / 2)
+            reciprocal.append(1 / ranks[-1])
+    return np.mean(reciprocal), np.mean(ranks), np.mean(np.array(ranks) <= 3)
+
+
+@pytest.mark.parametrize("operator", ["translation", "diagonal", "complex_diagonal", "linear"])
+@pytest.mark.parametrize("comparator", ["dot", "cos", "l2", "l1"])
+@pytest.mark.parametrize("reciprocal", [False, True])
+def test_filtered_ranks_match_brute_force(operator: str, comparator: str, reciprocal: bool) -> None:
+    scorer = scorer_for(operator, comparator, reciprocal=reciprocal)
+    generator = torch.Generator().manual_seed(1)
+    tables = {
+        "a": torch.randn(9, 6, generator=generator),
+        "b": torch.randn(7, 6, generator=generator),
+    }
+    rng = np.random.default_rng(0)
+    rel = rng.integers(0, 2, 40)
+    rhs_sizes = np.where(rel == 0, 7, 9)
+    edges = np.stack([rng.integers(0, 9, 40), rel, (rng.random(40) * rhs_sizes).astype(int)], 1)
+    known_edges = np.concatenate([edges, edges[:10, [0, 1, 2]] + [[0, 0, 0]]])
+    evaluated = edges[:15]
+    metrics = evaluate_ranking(scorer, tables, evaluated, KnownEdges(known_edges))
+    mrr, mean_rank, hits3 = brute_force(scorer, tables, evaluated, known_edges)
+    assert metrics["mrr"] == pytest.approx(mrr, rel=1e-5)
+    assert metrics["mean_rank"] == pytest.approx(mean_rank, rel=1e-5)
+    assert metrics["hits@3"] == pytest.approx(hits3)
+    assert metrics["edges"] == 15
+
+
+def test_filtering_only_removes_other_true_answers() -> None:
+    scorer = scorer_for("diagonal")
+    tables = {"a": torch.randn(9, 6), "b": torch.randn(7, 6)}
+    edges = np.array([[0, 0, 3]])
+    # Every other tail of (0, r0) is a known true edge: filtered, the tail ranks first.
+    known = np.array([[0, 0, t] for t in range(7)])
+    filtered = evaluate_ranking(scorer, tables, edges, KnownEdges(known))
+    unfiltered = evaluate_ranking(scorer, tables, edges, None)
+    assert filtered["mrr"] >= unfiltered["mrr"]
+    assert filtered["hits@1"] >= 0.5  # the tail side has no competitor left: rank 1
+
+
+def test_ties_count_half_and_the_true_entity_is_not_its_own_competitor() -> None:
+    scores = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
+    ranks, true = realistic_ranks(scores.clone(), torch.tensor([1, 4]), None)
+    # Row 0: one better (none), two tied with 2.0 besides itself -> 1 + 0 + 2/2 = 2.
+    # Row 1: all five equal -> 1 + 4/2 = 3.
+    assert ranks.tolist() == [2.0, 3.0]
+    assert true.tolist() == [2.0, 5.0]
+    filtered = (np.array([0]), np.array([2]))  # entity 2 is another true answer of query 0
+    ranks, _ = realistic_ranks(scores.clone(), torch.tensor([1, 4]), filtered)
+    assert ranks.tolist() == [1.5, 3.0]
+
+
+def test_known_edges_index_finds_every_answer_in_both_directions() -> None:
+    edges = np.array([[0, 1, 5], [0, 1, 6], [2, 1, 5], [0, 0, 5], [3, 1, 7]])
+    known = KnownEdges(edges)
+    query, tails = known.tails(1, np.array([0, 2, 9]))
+    assert sorted(zip(query.tolist(), tails.tolist(), strict=True)) == [(0, 5), (0, 6), (1, 5)]
+    query, heads = known.heads(1, np.array([5, 8]))
+    assert sorted(zip(query.tolist(), heads.tolist(), strict=True)) == [(0, 0), (0, 2)]
+
+
+def test_operators_follow_their_formulas() -> None:
+    x = torch.randn(3, 4)
+    translation = OPERATORS["translation"](4, 4)
+    translation.translation.data = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    torch.testing.assert_close(translation(x), x + translation.translation)
+    diagonal = OPERATORS["diagonal"](4, 4)
+    diagonal.diagonal.data = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    torch.testing.assert_close(diagonal(x), x * diagonal.diagonal)
+    complex_op = OPERATORS["complex_diagonal"](4, 4)
+    complex_op.real.data, complex_op.imaginary.data = (
+        torch.tensor([0.5, 2.0]),
+        torch.tensor([1.5, -1.0]),
+    )
+    z = torch.complex(x[:, :2], x[:, 2:]) * torch.complex(complex_op.real, complex_op.imaginary)
+    torch.testing.assert_close(complex_op(x), torch.cat([z.real, z.imag], 1))
+    linear = OPERATORS["linear"](4, 3)
+    torch.testing.assert_close(linear(x), x @ linear.matrix.T)
+    assert linear(x).shape == (3, 3)
+    torch.testing.assert_close(OPERATORS["identity"](4, 4)(x), x)
+
+
+def test_complex_diagonal_with_dot_is_complex_trilinear_product() -> None:
+    """ComplEx: Re(<h * r, conj(t)>)."""
+    op = OPERATORS["complex_diagonal"](6, 6)
+    op.real.data, op.imaginary.data = torch.randn(3), torch.randn(3)
+    h, t = torch.randn(6), torch.randn(6)
+    expected = (torch.complex(h[:3], h[3:]) * torch.complex(op.real, op.imaginary)
+                * torch.complex(t[:3], t[3:]).conj()).sum().real  # fmt: skip
+    torch.testing.assert_close(COMPARATORS["dot"]().aligned(op(h), t), expected)
+
+
+def test_comparators_follow_their_formulas_and_all_pairs_agrees_with_aligned() -> None:
+    a, b = torch.randn(5, 4), torch.randn(3, 4)
+    formulas = {
+        "dot": lambda x, y: (x * y).sum(-1),
+        "cos": lambda x, y: (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)),
+        "l2": lambda x, y: -(x - y).norm(dim=-1),
+        "l1": lambda x, y: -(x - y).abs().sum(-1),
+    }
+    for name, formula in formulas.items():
+        comparator = COMPARATORS[name]()
+        torch.testing.assert_close(comparator.aligned(a[:3], b), formula(a[:3], b))
+        pairs = comparator.all_pairs(a, b)
+        torch.testing.assert_close(
+            pairs, formula(a.unsqueeze(1), b.unsqueeze(0)), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_softmax_and_ranking_losses_follow_their_formulas() -> None:
+    positive = torch.tensor([1.0, -0.5])
+    no = float("-inf")  # a slot without a negative
+    negative = torch.tensor([[0.0, 2.0, no], [-1.0, 0.5, no]])
+    softmax = LOSSES["softmax"]()(positive, negative)
+    expected = torch.stack([
+        -positive[i] + torch.logsumexp(torch.cat([positive[i : i + 1], negative[i, :2]]), 0)
+        for i in range(2)
+    ])  # fmt: skip
+    torch.testing.assert_close(softmax, expected)
+    ranking = LOSSES["ranking"](margin=1.0)(positive, negative)
+    hinge = (1.0 - positive.unsqueeze(1) + negative[:, :2]).clamp(min=0).mean(1)
+    torch.testing.assert_close(ranking, hinge)
+    assert math.isfinite(float(softmax.sum()))
+
+
+def test_linear_operator_joins_tables_of_different_dims() -> None:
+    scorer = scorer_for("linear", dims=(6, 4))
+    tables = {"a": torch.randn(9, 6), "b": torch.randn(7, 4)}
+    metrics = evaluate_ranking(scorer, tables, np.array([[1, 0, 2], [3, 0, 4]]), None)
+    assert metrics["edges"] == 2 and 0 < metrics["mrr"] <= 1

@@ -1,0 +1,141 @@
+"""A run's checkpoints as files: their state layout, and reading them offline (no process group).
+
+The trainer saves `{MODEL_STATE: model.state_dict(), OPTIMIZER_STATE: optimizer.state_dict()}`
+with torch.distributed.checkpoint, so a table's weight is `model.tables.embedding_bags.<t>.weight`.
+DCP reshards on load: a checkpoint written by any number of ranks reads into full tables here.
+
+Tables larger than memory: a table is read in row windows of at most `ROWS_PER_READ` rows, cut at
+the row boundaries of the saved shards. DCP's resharding reads exactly the saved pieces that
+overlap a window (`_RowWindowPlanner` describes the window as a chunk at its row offset). Its file
+reader deserialises a saved shard whole before copying the rows out, so memory peaks at one saved
+shard plus one window: a row-wise table of R shards never needs more than ~1/R of it, and a
+table-wise one (a single shard) is held once, never twice, at the price of re-reading it for each
+window.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import (
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    TensorStorageMetadata,
+)
+from torch.distributed.checkpoint.planner import LoadPlan
+from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
+
+from tml.core.checkpoint import complete_checkpoints, is_complete
+from tml.projects.twhin.artifacts.run_dir import RunDir
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.models.config import EmbeddingTableConfig
+from tml.projects.twhin.models.model import table_weight_key
+from tml.projects.twhin.models.scorer import EdgeScorer
+
+MODEL_STATE = "model"
+OPTIMIZER_STATE = "optim"
+ROWS_PER_READ = 1 << 20
+_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def table_checkpoint_key(table: str) -> str:
+    """The checkpoint key of a table's weight."""
+    return f"{MODEL_STATE}.{table_weight_key(table)}"
+
+
+def resolve_checkpoint(run: RunDir, checkpoint: str | None) -> Path:
+    """The named checkpoint (`step_N` or a path), or the newest complete one."""
+    if checkpoint:
+        path = run.checkpoint(checkpoint)
+        if not is_complete(path):
+            raise FileNotFoundError(f"checkpoint {path} does not exist or is incomplete")
+        return path
+    found = complete_checkpoints(run.checkpoints)
+    if not found:
+        raise FileNotFoundError(f"no complete checkpoint under {run.checkpoints}")
+    return found[-1]
+
+
+def load_dense(config: TwhinConfig, checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The relation operators' parameters, `scorer.`-prefixed as in the model's state."""
+    dense = {f"scorer.{k}": v for k, v in EdgeScorer(config.model).state_dict().items()}
+    dcp.load({MODEL_STATE: dense}, checkpoint_id=str(checkpoint), no_dist=True)
+    return dense
+
+
+def load_tables(
+    config: TwhinConfig, checkpoint: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Full tables (all in memory, for evaluation) and the dense parameters."""
+    tables = {
+        table.name: torch.empty(
+            table.num_embeddings, table.embedding_dim, dtype=_TORCH_DTYPES[table.data_type.value]
+        )
+        for table in config.model.embeddings.tables
+    }
+    dcp.load({table_checkpoint_key(name): t for name, t in tables.items()}, checkpoint_id=str(checkpoint),
+             no_dist=True)  # fmt: skip
+    return tables, load_dense(config, checkpoint)
+
+
+class _RowWindowPlanner(DefaultLoadPlanner):
+    """Loads rows [start, start + len(window)) of one saved 2-D tensor into `window`.
+
+    The default planner insists that the destination has the saved tensor's full size; this one
+    presents the window as a chunk at row `start` and lets DCP's resharding find the overlaps.
+    """
+
+    def __init__(self, key: str, start: int, window: torch.Tensor) -> None:
+        super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False)
+        self._key, self._start, self._window = key, start, window
+
+    def create_local_plan(self) -> LoadPlan:
+        chunk = ChunkStorageMetadata(
+            offsets=torch.Size([self._start, 0]), sizes=self._window.size()
+        )
+        assert self.metadata is not None  # set by DCP before it asks for the plan
+        saved = self.metadata.state_dict_metadata[self._key]
+        assert isinstance(saved, TensorStorageMetadata), f"{self._key} is not a tensor"
+        return LoadPlan(create_read_items_for_chunk_list(self._key, saved, [chunk]))
+
+    def lookup_tensor(self, index: MetadataIndex) -> torch.Tensor:
+        return self._window
+
+
+def row_windows(metadata: Metadata, key: str, num_rows: int, max_rows: int) -> list[range]:
+    """Row ranges of at most `max_rows` that never straddle a saved shard's row boundary."""
+    saved = metadata.state_dict_metadata[key]
+    assert isinstance(saved, TensorStorageMetadata), f"{key} is not a tensor"
+    chunks = saved.chunks
+    bounds = sorted(
+        {0, num_rows}
+        | {chunk.offsets[0] for chunk in chunks}
+        | {chunk.offsets[0] + chunk.sizes[0] for chunk in chunks}
+    )
+    return [
+        range(start, min(start + max_rows, stop))
+        for low, stop in itertools.pairwise(bounds)
+        for start in range(low, stop, max_rows)
+    ]
+
+
+def iter_table_rows(
+    checkpoint: Path, table: EmbeddingTableConfig, max_rows: int = ROWS_PER_READ
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, rows) of a table, window by window, in row order."""
+    key = table_checkpoint_key(table.name)
+    metadata = dcp.FileSystemReader(str(checkpoint)).read_metadata()
+    if key not in metadata.state_dict_metadata:
+        raise FileNotFoundError(f"checkpoint {checkpoint} has no table {table.name!r}")
+    dtype = _TORCH_DTYPES[table.data_type.value]
+    for rows in row_windows(metadata, key, table.num_embeddings, max_rows):
+        window = torch.empty(len(rows), table.embedding_dim, dtype=dtype)
+        dcp.load({key: window}, checkpoint_id=str(checkpoint), no_dist=True,
+                 planner=_RowWindowPlanner(key, rows.start, window))  # fmt: skip
+        yield rows.start, window

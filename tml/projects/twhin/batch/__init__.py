@@ -1,0 +1,30 @@
+"""The batch contract: what one training step carries from the data to the model.
+
+The data side builds an `EdgeBatch` (data/builder.py) and the model scores it (models/scorer.py);
+both read its layout from this module only, so the two cannot drift apart.
+
+All embedding lookups of a step go into one KeyedJaggedTensor, one key per table of `GraphShape`
+(in that order), so TorchRec can shard and pipeline them. The lookups sit in fixed *slots* (the
+same count on every rank and every step, which TorchRec's all-to-alls require):
+
+    slots [0, B)                      lhs entity of positive i
+    slots [B, 2B)                     rhs entity of positive i
+    slots 2B + q*G + [0, G)           uniform lhs negatives of owner q (from its lhs table)
+    slots 2B + Q*G + q*G + [0, G)     uniform rhs negatives of owner q (from its rhs table)
+
+for Q owners, so each owner's lhs negatives, and its rhs ones, are one contiguous run. The owners
+are the relations (every positive of relation r shares its 2G negatives) or, with
+`global_negatives_per_chunk`, the chunks of the relations in order (PyTorch-BigGraph's sampling;
+room is reserved for the most chunks a batch can have, unused owners look up row 0 of the first
+table). Each slot is a bag of size 1 in its table's feature and empty in the others, so table t's
+pooled output at slot s is the embedding of slot s when s belongs to t.
+
+Positives are sorted by relation (`relation_offsets`), so each relation is one contiguous slice;
+a relation's positives are cut into chunks of K + 1 (the chunk rule) and in-batch negatives
+pair the positives of a chunk, with no lookups of their own. A short final batch is padded to B
+with weight-0 edges after the real ones; no relation scores them.
+
+Two modules: `layout` (plain Python, no TorchRec: the chunk rule, `GraphShape`, `SlotLayout` and
+the pieces a batch splits into, so the scorer's GPU benchmark needs only torch) and `edge_batch`
+(`EdgeBatch`, the tensors TorchRec's pipeline moves).
+"""

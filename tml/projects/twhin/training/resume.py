@@ -1,0 +1,128 @@
+"""Where a run starts: the newest checkpoint that loads, another run's weights, or step 0.
+
+Resuming reshards: DCP loads a checkpoint written by any number of ranks under any plan. Before
+loading, every tensor's shape is checked against this config, so a changed config is a clear
+error rather than a fallback to an older checkpoint. A damaged checkpoint (unreadable files) is
+skipped with a warning and the one before it is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+
+from tml.core.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    describe_failure,
+    global_shapes,
+    saved_shapes,
+    shape_mismatches,
+    step_directories,
+)
+from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.data.dataset import EdgeDataset
+from tml.projects.twhin.models.model import table_of_key
+from tml.projects.twhin.parallel.sharded_model import ShardedTwhin
+from tml.projects.twhin.training.state import StartPoint, TrainerState
+
+log = logging.getLogger(__name__)
+
+
+def restore(
+    sharded: ShardedTwhin,
+    state: dict[str, Any],
+    checkpoints: CheckpointManager,
+    config: TwhinConfig,
+    data: EdgeDataset,
+    world_size: int,
+) -> StartPoint:
+    """Load the newest checkpoint that loads into `sharded` (its `state` dict), or warm start."""
+    candidates = checkpoints.usable()
+    if not candidates:
+        if step_directories(checkpoints.directory):
+            raise ValueError(
+                f"no usable checkpoint in {checkpoints.directory} (see the warnings above); "
+                "move the damaged step_* folders away to start from scratch"
+            )
+        if config.training.initial_checkpoint_dir:
+            warm_start(sharded, config, Path(config.training.initial_checkpoint_dir))
+        return StartPoint(0, 0, 0)
+    if not config.training.resume_optimizer:
+        del state[OPTIMIZER_STATE]
+    for path in candidates:
+        try:
+            check_fits(path, state)
+            saved = checkpoints.load(path, state)
+        except CheckpointError as exc:
+            if checkpoints.rank == 0:
+                log.warning("skipping checkpoint %s: %s", path, exc)
+            continue
+        sharded.model.load_state_dict(state[MODEL_STATE])
+        if OPTIMIZER_STATE in state:
+            sharded.optimizer.load_state_dict(state[OPTIMIZER_STATE])
+        else:
+            log.info("restored the weights only (resume_optimizer: false); optimizer starts fresh")
+        return StartPoint.resumed(
+            path, TrainerState.from_dict(saved), world_size,
+            data.config.per_replica_batch_size, data.steps_per_epoch,
+        )  # fmt: skip
+    raise ValueError(
+        f"none of the checkpoints in {checkpoints.directory} can be loaded (see the warnings above)"
+    )
+
+
+def check_fits(path: Path, state: dict[str, Any]) -> None:
+    """Every tensor of `state` is in the checkpoint with the same global shape, or ValueError."""
+    problems = shape_mismatches(saved_shapes(path), global_shapes(state))
+    model_problems = [p for p in problems if p.startswith(f"{MODEL_STATE}.")]
+    if model_problems:
+        raise ValueError(
+            f"cannot resume from {path}: it does not fit this config's model "
+            f"({model_problems[0]}); use a new --save_dir or the config that wrote it"
+        )
+    if problems:
+        raise ValueError(
+            f"cannot resume the optimizer state from {path} ({problems[0]}): it does not move "
+            "to this optimizer or sharding plan (row-wise Adagrad keeps one value per row and "
+            "column shard, so not to or from column_wise); set training.resume_optimizer: false "
+            "to restore the weights and start the optimizer fresh"
+        )
+
+
+def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
+    """Weights of the tables and relation parameters that `path` holds under the same names;
+    the optimizer starts fresh. A same-named tensor of another shape is an error."""
+    try:
+        saved = saved_shapes(path)
+    except CheckpointError as exc:
+        raise ValueError(f"training.initial_checkpoint_dir: {exc}") from None
+    model_state = sharded.model.state_dict()
+    shared = {k: v for k, v in global_shapes(model_state, f"{MODEL_STATE}.").items() if k in saved}
+    problems = shape_mismatches(saved, shared)
+    if problems:
+        raise ValueError(
+            f"training.initial_checkpoint_dir {path}: {problems[0]}; warm starting needs tables "
+            "of the same size (num_embeddings, embedding_dim)"
+        )
+    state = {MODEL_STATE: {k: v for k, v in model_state.items() if f"{MODEL_STATE}.{k}" in shared}}
+    try:
+        dcp.load(state, checkpoint_id=str(path))
+    except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
+        raise ValueError(
+            f"training.initial_checkpoint_dir {path}: cannot load its weights "
+            f"({describe_failure(exc)})"
+        ) from None
+    sharded.model.load_state_dict(state[MODEL_STATE], strict=False)
+    tables = {table for key in state[MODEL_STATE] if (table := table_of_key(key)) is not None}
+    fresh = [t.name for t in config.model.embeddings.tables if t.name not in tables]
+    log.info(
+        "warm-started table weights (%s) and relation parameters from %s%s",
+        ", ".join(sorted(tables)), path,
+        f"; tables not in it start fresh: {', '.join(fresh)}" if fresh else "",
+    )  # fmt: skip
