@@ -25,11 +25,11 @@ SOURCE ?= $(shell git config --get remote.origin.url 2>/dev/null || echo unknown
 IMAGE_ARGS = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 	--build-arg CREATED=$(CREATED) --build-arg SOURCE=$(SOURCE)
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/check-image-imports.sh \
-	deploy/slurm/train.sbatch .ci/run
+	deploy/slurm/train.sbatch .ci/run tools/ensure-postgres.sh
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test test-fast lint format docs clean import-kinships \
-	run-kinships bench-quality bench report lock
+	run-kinships bench-quality bench report lock tune-kinships
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -123,6 +123,14 @@ run-kinships: setup import-kinships  ## train configs/kinships.yaml (ComplEx) an
 	OMP_NUM_THREADS=1 $(PY) tml/projects/twhin/run.py --config_yaml_path=configs/kinships.yaml \
 		--save_dir=runs/kinships
 	$(PY) -m tml.projects.twhin.evaluate --save_dir=runs/kinships --split test
+
+# 30 trials of the default search space around configs/kinships.yaml, two at a time (one thread
+# each), no new trial after 18 min; docs/tuning.md has the measured figures.
+TUNE_DIR ?= runs/tune-kinships
+TUNE_ARGS ?= --trials 30 --timeout 1080 --jobs 2 --eval_every_epochs 5 --seed 0
+tune-kinships: setup import-kinships  ## tune configs/kinships.yaml for validation MRR -> TUNE_DIR/best.yaml
+	$(PY) -m tml.projects.twhin.tune --config_yaml_path=configs/kinships.yaml \
+		--save_dir=$(TUNE_DIR) $(TUNE_ARGS)
 
 bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hits, speed
 	$(PY) benchmarks/quality.py
