@@ -132,7 +132,10 @@ class TrialRun:
             while True:
                 exited = process.poll() is not None
                 for record in follower.new_records():
-                    if self._take(record, result, on_evaluation) and signalled is None:
+                    # Once stopping, later evaluations are kept but not reported: the study saw
+                    # the one it pruned at (a fast run may have written several per poll).
+                    report = on_evaluation if signalled is None else None
+                    if self._take(record, result, report):
                         signalled = Outcome.PRUNED
                         process.send_signal(signal.SIGTERM)
                 if exited:
@@ -150,9 +153,9 @@ class TrialRun:
         self,
         record: dict[str, Any],
         result: TrialResult,
-        on_evaluation: Callable[[int, float], bool],
+        on_evaluation: Callable[[int, float], bool] | None,
     ) -> bool:
-        """Record a validation MRR. An evaluation seen twice (a resumed run repeats the steps
+        """Record a validation MRR (and report it, unless `on_evaluation` is None). An evaluation seen twice (a resumed run repeats the steps
         after its checkpoint) is reported once; its latest value is the one that counts."""
         if record.get("split") != "validation" or not isinstance(record.get(METRIC), int | float):
             return False
@@ -164,7 +167,7 @@ class TrialRun:
             result.evaluations[number] = result.value
             return False
         result.evaluations[number] = result.value
-        return on_evaluation(number, result.value)
+        return on_evaluation is not None and on_evaluation(number, result.value)
 
     def _finish(self, result: TrialResult, code: int, signalled: Outcome | None) -> TrialResult:
         if signalled is not None and code in SIGTERM_EXITS:
