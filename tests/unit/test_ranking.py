@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.eval.ranking import KnownEdges, evaluate_ranking, realistic_ranks
+from tml.projects.twhin.eval.ranking import KnownEdges, RankedSide
+from tml.projects.twhin.eval.sharded_ranking import evaluate_ranking
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
@@ -119,16 +120,35 @@ def test_filtering_only_removes_other_true_answers() -> None:
     assert filtered["hits@1"] >= 0.5  # the tail side has no competitor left: rank 1
 
 
-def test_ties_count_half_and_the_true_entity_is_not_its_own_competitor() -> None:
-    scores = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
-    ranks, true = realistic_ranks(scores.clone(), torch.tensor([1, 4]), None)
-    # Row 0: one better (none), two tied with 2.0 besides itself -> 1 + 0 + 2/2 = 2.
-    # Row 1: all five equal -> 1 + 4/2 = 3.
+def side_counts(excluded: tuple[list[int], list[int]], blocks: list[int]) -> RankedSide:
+    """Two queries against 5 candidates whose dot scores are [1, 2, 2, 2, 0] (query 0, true
+    row 1) and [5, 5, 5, 5, 5] (query 1, true row 4), counted in blocks of the given sizes;
+    every candidate is drawn once for the AUC."""
+    candidates = torch.tensor([[1.0, 5], [2, 5], [2, 5], [2, 5], [0, 5]])
+    queries = torch.tensor([[1.0, 0], [0, 1]])
+    true = torch.tensor([1, 4])
+    side = RankedSide("b", queries, (queries * candidates[true]).sum(1),
+                      (np.array(excluded[0]), np.array(excluded[1])), np.tile(np.arange(5), (2, 1)))  # fmt: skip
+    start = 0
+    for size in blocks:
+        side.count_block(start, candidates[start : start + size], COMPARATORS["dot"]())
+        start += size
+    return side
+
+
+@pytest.mark.parametrize("blocks", [[5], [2, 3], [1, 1, 1, 1, 1]])
+def test_ties_count_half_and_the_true_entity_is_not_its_own_competitor(blocks: list[int]) -> None:
+    side = side_counts(([0, 1], [1, 4]), blocks)  # only the true entities are left out
+    ranks, auc = RankedSide.results(side.counts)
+    # Query 0: none better, two tied with 2.0 besides itself -> 1 + 0 + 2/2 = 2.
+    # Query 1: all five equal -> 1 + 4/2 = 3.
     assert ranks.tolist() == [2.0, 3.0]
-    assert true.tolist() == [2.0, 5.0]
-    filtered = (np.array([0]), np.array([2]))  # entity 2 is another true answer of query 0
-    ranks, _ = realistic_ranks(scores.clone(), torch.tensor([1, 4]), filtered)
+    # AUC over the other rows: query 0 beats 1.0 and 0.0 and ties twice -> 3/4; query 1 ties all.
+    assert auc.tolist() == [0.75, 0.5]
+    side = side_counts(([0, 1, 0], [1, 4, 2]), blocks)  # row 2 is another answer of query 0
+    ranks, auc = RankedSide.results(side.counts)
     assert ranks.tolist() == [1.5, 3.0]
+    assert auc.tolist() == [2.5 / 3, 0.5]
 
 
 def test_known_edges_index_finds_every_answer_in_both_directions() -> None:
