@@ -57,31 +57,45 @@ def score_edge(
     return float(scorer.comparator.aligned(scorer.operators[rel](lhs), rhs))
 
 
-def brute_force(scorer, tables, edges, known_edges):
-    """Ranks one score at a time with Python loops: the specification."""
+def brute_force(scorer, tables, edges, known_edges, negatives=10, seed=0):
+    """Ranks one score at a time with Python loops: the specification. Also the sampled AUC:
+    for each edge and side, `negatives` entities drawn uniformly (one generator seeded with
+    `seed`; relation by relation, all tails then all heads), those not filtered and not the
+    true one scored against it, ties half."""
     known = {tuple(e) for e in known_edges.tolist()}
-    reciprocal, ranks = [], []
-    for lhs, rel, rhs in edges.tolist():
-        lhs_table, rhs_table = scorer.relations[rel]
+    generator = torch.Generator().manual_seed(seed)
+    reciprocal, ranks, aucs = [], [], []
+    for relation in range(len(scorer.relations)):
+        mine = edges[edges[:, 1] == relation].tolist()
+        lhs_table, rhs_table = scorer.relations[relation]
+        sizes = {"tail": len(tables[rhs_table]), "head": len(tables[lhs_table])}
+        draws = {side: torch.randint(sizes[side], (len(mine), negatives), generator=generator)
+                 for side in ("tail", "head")} if mine else {}  # fmt: skip
+        for index, (lhs, rel, rhs) in enumerate(mine):
+            for side in ("tail", "head"):
 
-        for side in ("tail", "head"):
+                def score(head: int, tail: int, rel: int = rel, side: str = side) -> float:
+                    return score_edge(scorer, tables, rel, head, tail, side == "head")
 
-            def score(head: int, tail: int, rel: int = rel, side: str = side) -> float:
-                return score_edge(scorer, tables, rel, head, tail, side == "head")
+                def other(candidate: int, side: str = side, lhs: int = lhs, rhs: int = rhs,
+                          rel: int = rel) -> float | None:  # fmt: skip
+                    """The candidate's score, or None where it is filtered (or the true one)."""
+                    edge = (lhs, rel, candidate) if side == "tail" else (candidate, rel, rhs)
+                    if edge in known:
+                        return None
+                    return score(lhs, candidate) if side == "tail" else score(candidate, rhs)
 
-            true = score(lhs, rhs)
-            size = len(tables[rhs_table] if side == "tail" else tables[lhs_table])
-            better = tied = 0
-            for candidate in range(size):
-                edge = (lhs, rel, candidate) if side == "tail" else (candidate, rel, rhs)
-                if edge in known:  # the true edge and other known ones are filtered
-                    continue
-                other = score(lhs, candidate) if side == "tail" else score(candidate, rhs)
-                better += other > true
-                tied += other == true
-            ranks.append(1 + better + tied / 2)
-            reciprocal.append(1 / ranks[-1])
-    return np.mean(reciprocal), np.mean(ranks), np.mean(np.array(ranks) <= 3)
+                true = score(lhs, rhs)
+                scores = [other(c) for c in range(sizes[side])]
+                better = sum(s is not None and s > true for s in scores)
+                tied = sum(s is not None and s == true for s in scores)
+                ranks.append(1 + better + tied / 2)
+                reciprocal.append(1 / ranks[-1])
+                drawn = [scores[c] for c in draws[side][index].tolist()]
+                valid = [s for s in drawn if s is not None]
+                wins = sum(1.0 if true > s else 0.5 if true == s else 0.0 for s in valid)
+                aucs.append(wins / max(len(valid), 1))
+    return np.mean(reciprocal), np.mean(ranks), np.mean(np.array(ranks) <= 3), np.mean(aucs)
 
 
 @pytest.mark.parametrize("operator", ["translation", "diagonal", "complex_diagonal", "linear"])
@@ -100,11 +114,13 @@ def test_filtered_ranks_match_brute_force(operator: str, comparator: str, recipr
     edges = np.stack([rng.integers(0, 9, 40), rel, (rng.random(40) * rhs_sizes).astype(int)], 1)
     known_edges = np.concatenate([edges, edges[:10, [0, 1, 2]] + [[0, 0, 0]]])
     evaluated = edges[:15]
-    metrics = evaluate_ranking(scorer, tables, evaluated, KnownEdges(known_edges))
-    mrr, mean_rank, hits3 = brute_force(scorer, tables, evaluated, known_edges)
+    metrics = evaluate_ranking(scorer, tables, evaluated, KnownEdges(known_edges),
+                               auc_negatives=10, seed=4)  # fmt: skip
+    mrr, mean_rank, hits3, auc = brute_force(scorer, tables, evaluated, known_edges, 10, seed=4)
     assert metrics["mrr"] == pytest.approx(mrr, rel=1e-5)
     assert metrics["mean_rank"] == pytest.approx(mean_rank, rel=1e-5)
     assert metrics["hits@3"] == pytest.approx(hits3)
+    assert metrics["auc"] == pytest.approx(auc, rel=1e-5)
     assert metrics["edges"] == 15
 
 
