@@ -141,10 +141,9 @@ def main() -> int:
             args.out / "ranking_on", ranks, args.repo
         )
     reference = results["evaluate, 1 process(es)"][0]
-    print(f"\n{'':<28}" + "".join(f"{m:>11}" for m in METRICS) + f"{'peak MiB':>11}")
+    print(f"\n{'':<28}" + "".join(f"{m:>12}" for m in METRICS) + f"{'peak MiB':>11}")
     for name, (metrics, peak) in results.items():
-        cells = "".join(f"{metrics[m]:>11.5f}" if m != "edges" else f"{metrics[m]:>11}"
-                        for m in METRICS)  # fmt: skip
+        cells = "".join(f"{metrics[m]:>12.7g}" for m in METRICS)
         print(f"{name:<28}{cells}{peak if peak else on['peak_rss_mb']['rank0']:>11,.0f}")
     equal = all(abs(metrics[m] - reference[m]) <= 1e-6 * max(1.0, abs(reference[m]))
                 for metrics, _ in results.values() for m in METRICS)  # fmt: skip

@@ -98,3 +98,26 @@ def test_evaluate_streams_the_checkpoint_on_one_or_two_ranks_with_the_same_metri
     )  # fmt: skip
     for metric in METRICS:
         assert streamed[metric] == pytest.approx(setting[metric], rel=1e-6)
+
+
+def test_evaluate_under_torchrun_equals_evaluate_on_one_process(trained_run: Path) -> None:
+    """The command users run: `evaluate` alone, then under torchrun on 2 ranks, on the run that
+    training validated (its last validation record ranked the same edges on 2 ranks)."""
+    module = ["-m", "tml.projects.twhin.evaluate", f"--save_dir={trained_run}", "--split", "valid"]
+    alone = subprocess.run([sys.executable, *module], capture_output=True, text=True,
+                           timeout=300, env=torchrun_env(), cwd=REPO)  # fmt: skip
+    assert_ok(alone)
+    assert "ranking" in alone.stderr and "edges/s" in alone.stderr, "it says what it does"
+    ranks = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *module], capture_output=True, text=True, timeout=300, env=torchrun_env(), cwd=REPO,
+    )  # fmt: skip
+    assert_ok(ranks)
+    one, two = (json.loads(r.stdout.strip().splitlines()[-1]) for r in (alone, ranks))
+    assert ranks.stdout.count('"split": "valid"') == 1, "rank 0 alone prints the result"
+    assert one["edges"] == two["edges"] > 0
+    for metric in METRICS:
+        assert two[metric] == pytest.approx(one[metric], rel=1e-6), metric
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").open()]
+    last = [r for r in records if r.get("split") == "validation"][-1]
+    assert set(last["peak_rss_mb"]) == {"rank0", "rank1"} and last["ranked_edges"] > 0

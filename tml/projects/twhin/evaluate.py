@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if LAUNCHED:
         setup_logging(int(os.environ.get("RANK", 0)))  # rank 0 talks
     else:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        # force: an import (TorchRec) already gave the root logger a WARNING handler
+        logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     save_dir = Path(args.save_dir)
     try:
         config = load_config(TwhinConfig, args.config_yaml_path or RunDir(save_dir).config)

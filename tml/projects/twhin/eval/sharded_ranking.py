@@ -19,6 +19,7 @@ rank and for any sharding, and the same as one process scoring whole tables.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from tml.projects.twhin.eval.ranking import (
 )
 from tml.projects.twhin.eval.row_sources import RowSource, TensorRows
 from tml.projects.twhin.models.scorer import EdgeScorer
+
+log = logging.getLogger(__name__)
 
 GROUP_EDGES = 1 << 12
 """Edges of one relation ranked together: their queries meet every row block in one product."""
@@ -196,6 +199,9 @@ def rank_edges(
         for part in counts.split([len(side.queries) for side in sides], dim=1):
             totals.add(*RankedSide.results(part))
         evaluated += sum(len(group.lhs) for group in groups)
+        elapsed = time.perf_counter() - started
+        log.info("ranked %d of %d edges (%.0f edges/s, both sides, every entity)", evaluated,
+                 len(edges), evaluated / max(elapsed, 1e-9))  # fmt: skip
     return {
         **totals.metrics(),
         "edges": evaluated,
