@@ -19,7 +19,7 @@ IMAGE_CPU ?= tml-twhin:cpu
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
 
 .PHONY: help setup run-local data test test-fast lint format docs clean import-kinships \
-	run-kinships bench-quality bench report
+	run-kinships bench-quality bench bench-ranking bench-retrieval report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -98,6 +98,12 @@ bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hi
 BENCH_ARGS ?=
 bench: setup  ## edges/s vs PyTorch-BigGraph on 1M entities/5M edges, 1 and 2 ranks (BENCH_ARGS)
 	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
+
+bench-ranking: setup  ## each rank's peak RSS ranking a 4M x 64 table on 2 ranks, ranking off vs on
+	$(PY) benchmarks/ranking_memory.py $(BENCH_ARGS)
+
+bench-retrieval: setup  ## neighbors on a 1M x 64 table: index build, query time, peak RSS
+	$(PY) benchmarks/retrieval.py $(BENCH_ARGS)
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
