@@ -29,7 +29,7 @@ SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/c
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test test-fast lint format docs clean import-kinships \
-	run-kinships bench-quality bench report lock tune-kinships
+	run-kinships bench-quality bench bench-ranking bench-retrieval report lock tune-kinships
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -138,6 +138,12 @@ bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hi
 BENCH_ARGS ?=
 bench: setup  ## edges/s vs PyTorch-BigGraph on 1M entities/5M edges, 1 and 2 ranks (BENCH_ARGS)
 	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
+
+bench-ranking: setup  ## each rank's peak RSS ranking a 4M x 64 table on 2 ranks, ranking off vs on
+	$(PY) benchmarks/ranking_memory.py $(BENCH_ARGS)
+
+bench-retrieval: setup  ## neighbors on a 1M x 64 table: index build, query time, peak RSS
+	$(PY) benchmarks/retrieval.py $(BENCH_ARGS)
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
