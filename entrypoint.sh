@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
 # Container entrypoint of tml-twhin; runs on a host checkout too (TML_APP_DIR=. PATH=.venv/bin:$PATH).
 #
-#   entrypoint.sh [train|evaluate|export|COMMAND] [ARGS...]     (no argument: train)
+#   entrypoint.sh [JOB] [ARGS...]     (no argument, or a leading flag: train)
 #
-# train    torchrun (as tml.core.launch) tml/projects/twhin/run.py on this node's GPUs (or 1 CPU
-#          process); SIGTERM (SIGINT) makes it checkpoint at the next step and exit 143 (130)
-# evaluate python -m tml.projects.twhin.evaluate on the config and save dir
-# export   python -m tml.projects.twhin.export --save_dir (newest checkpoint -> parquet)
-# COMMAND  anything else runs as is (python, tensorboard, bash, ...)
-# ARGS are appended to the job's command line.
+# train      torchrun (as tml.core.launch) tml/projects/twhin/run.py on this node's GPUs (or 1 CPU
+#            process); SIGTERM (SIGINT) makes it checkpoint at the next step and exit 143 (130)
+# evaluate   python -m tml.projects.twhin.evaluate on the config and save dir
+# export     python -m tml.projects.twhin.export --save_dir (newest checkpoint -> parquet)
+# neighbors  python -m tml.projects.twhin.neighbors --save_dir (ARGS: --table T --query Q ...)
+# report     python -m tml.projects.twhin.report --save_dir (plots + index.html in SAVE_DIR/report)
+# import_kg  python -m tml.projects.twhin.import_kg ARGS (--train FILE --out /data/NAME ...)
+# tune       python -m tml.projects.twhin.tune on the config and save dir, where the image has it
+# COMMAND    anything else runs as is (python, tensorboard, bash, ...)
+# ARGS are appended to the job's command line. Every job gets the same environment.
 #
-# Environment (the names the compose file, deploy/k8s and deploy/slurm set):
+# Environment (the names the compose file, deploy/k8s and deploy/slurm set). Kubeflow's PET_*
+# variables (PyTorchJob and Trainer v2 set them) are the defaults of the launch settings, so
+# manifests need not repeat them:
 #   CONFIG_YAML_PATH  config file (default /config/config.yaml: mount your configs at /config)
 #   SAVE_DIR          checkpoints, metrics, embeddings (default /save: mount a writable volume)
-#   NPROC_PER_NODE    processes on this node (default: the visible GPUs, or 1 without GPUs)
-#   NNODES            nodes in the job (default 1: a standalone single-node rendezvous)
+#   NPROC_PER_NODE    processes on this node (default PET_NPROC_PER_NODE, where `auto` or unset
+#                     means one per visible GPU, or 1 without GPUs)
+#   NNODES            nodes in the job (default PET_NNODES, else 1: a standalone rendezvous)
 #   RDZV_ENDPOINT     host:port of the c10d rendezvous when NNODES > 1, on the first node
-#                     (default MASTER_ADDR:MASTER_PORT, as Kubeflow and most schedulers set them)
-#   NODE_RANK         0 on the node that hosts the rendezvous store; unset: found from hostnames
+#                     (default MASTER_ADDR:MASTER_PORT, else PET_MASTER_ADDR:PET_MASTER_PORT)
+#   NODE_RANK         0 on the node that hosts the rendezvous store (default PET_NODE_RANK);
+#                     unset: found from hostnames
 #   RDZV_ID           job id shared by all nodes (default tml-twhin)
 #   MAX_RESTARTS      torchrun restarts of the worker group after a crash (default 3); each
 #                     restart resumes from the newest checkpoint; bad inputs are not retried
 #   GRACE_PERIOD_S    seconds between SIGTERM and killing workers that have not checkpointed
 #                     and stopped yet (default 30; keep the scheduler's grace period longer)
+#   TML_DEVICE        cuda (the CUDA image: no usable GPU is an error, exit 2), cpu (the CPU
+#                     image, or CPU on purpose: GPUs hidden), auto (a checkout: what there is)
 #   TML_APP_DIR       the tml-twhin checkout (default /usr/src/app, where the image has it)
 #
 # Exit codes, the launcher's (docs/fault-tolerance.md): 0 finished, 1 failed (restarts used up),
@@ -77,18 +87,25 @@ require_writable_save_dir() {
     rm -f -- "$probe"
 }
 
-# One process per visible GPU, as run.py maps local ranks to GPUs; torch's count honours
-# CUDA_VISIBLE_DEVICES and the devices the container runtime exposed.
-default_nproc() {
-    local gpus
-    gpus=$(python -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null) || gpus=0
-    if is_count "$gpus"; then echo "$gpus"; else echo 1; fi
+# TML_DEVICE's check (the CUDA image refuses a machine without a usable GPU, naming what is
+# missing) and the default process count: one per visible GPU, as run.py maps local ranks to
+# GPUs; torch's count honours CUDA_VISIBLE_DEVICES and the devices the container runtime exposed.
+# TML_DEVICE=cpu hides the GPUs from every process started below.
+check_device() {
+    local out
+    out=$(python -m tml.core.device_check --nproc) || exit $?
+    default_nproc=$out
+    if [[ ${TML_DEVICE:-} == cpu ]]; then export CUDA_VISIBLE_DEVICES=""; fi
 }
 
 torchrun_launch_args() {
-    local nproc=${NPROC_PER_NODE:-} nnodes=${NNODES:-1} endpoint
+    local nproc=${NPROC_PER_NODE:-${PET_NPROC_PER_NODE:-}} nnodes=${NNODES:-${PET_NNODES:-1}}
+    local endpoint
+    [[ $nnodes != *:* ]] || die "NNODES=$nnodes is an elastic range (a PyTorchJob" \
+        "elasticPolicy): set a fixed number of nodes"
     is_count "$nnodes" || die "NNODES=$nnodes is not a positive integer"
-    [[ -n $nproc ]] || nproc=$(default_nproc)
+    check_device
+    [[ -n $nproc && $nproc != auto ]] || nproc=$default_nproc
     is_count "$nproc" || die "NPROC_PER_NODE=$nproc is not a positive integer"
     is_count "${GRACE_PERIOD_S:-30}" || die "GRACE_PERIOD_S=$GRACE_PERIOD_S is not a positive integer"
     launch=(--nnodes "$nnodes" --nproc_per_node "$nproc" --max_restarts "${MAX_RESTARTS:-3}")
@@ -97,22 +114,38 @@ torchrun_launch_args() {
         return
     fi
     endpoint=${RDZV_ENDPOINT:-}
-    if [[ -z $endpoint ]]; then
-        [[ -n ${MASTER_ADDR:-} ]] || die "NNODES=$nnodes needs the first node's address:" \
-            "set RDZV_ENDPOINT=host:port (or MASTER_ADDR and MASTER_PORT) on every node."
+    if [[ -z $endpoint && -n ${MASTER_ADDR:-} ]]; then
         endpoint=$MASTER_ADDR:${MASTER_PORT:-29400}
+    elif [[ -z $endpoint && -n ${PET_MASTER_ADDR:-} ]]; then # Trainer v2 sets only these
+        endpoint=$PET_MASTER_ADDR:${PET_MASTER_PORT:-29400}
     fi
+    [[ -n $endpoint ]] || die "NNODES=$nnodes needs the first node's address: set" \
+        "RDZV_ENDPOINT=host:port (or MASTER_ADDR and MASTER_PORT, or Kubeflow's PET_MASTER_ADDR" \
+        "and PET_MASTER_PORT) on every node."
     launch+=(--rdzv_backend c10d --rdzv_endpoint "$endpoint" --rdzv_id "${RDZV_ID:-tml-twhin}")
-    if [[ -n ${NODE_RANK:-} ]]; then
+    local node_rank=${NODE_RANK:-${PET_NODE_RANK:-}}
+    if [[ -n $node_rank ]]; then
         # c10d hands out ranks as nodes join (torchrun ignores --node_rank with it); NODE_RANK
         # picks the node serving the rendezvous store, which hostname matching gets wrong behind
         # a Kubernetes service name or with several "nodes" on one machine.
-        if [[ $NODE_RANK == 0 ]]; then
+        if [[ $node_rank == 0 ]]; then
             launch+=(--rdzv_conf is_host=1)
         else
             launch+=(--rdzv_conf is_host=0)
         fi
     fi
+}
+
+# The run's outputs as input (neighbors): the save dir must exist, it need not be writable.
+require_save_dir() {
+    [[ -d $save_dir ]] || die "save dir $save_dir not found: mount the run's directory" \
+        "(docker run -v \"\$PWD/runs:/save\" ...) and set SAVE_DIR to it."
+}
+
+# Optional commands (tune) exist in some builds only; a missing one should say so, by name.
+require_module() {
+    python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' \
+        "$1" 2>/dev/null || die "job $job needs $1, which this build of tml-twhin does not have"
 }
 
 case $job in
@@ -133,9 +166,24 @@ case $job in
         set -- python -m tml.projects.twhin.evaluate \
             --config_yaml_path="$config" --save_dir="$save_dir" "$@"
         ;;
-    export)
+    export | report)
         require_writable_save_dir
-        set -- python -m tml.projects.twhin.export --save_dir "$save_dir" "$@"
+        set -- python -m "tml.projects.twhin.$job" --save_dir "$save_dir" "$@"
+        ;;
+    neighbors)
+        require_save_dir
+        set -- python -m tml.projects.twhin.neighbors --save_dir "$save_dir" "$@"
+        ;;
+    import_kg)
+        set -- python -m tml.projects.twhin.import_kg "$@"
+        ;;
+    tune)
+        require_module tml.projects.twhin.tune
+        require_config
+        require_writable_save_dir
+        check_device
+        set -- python -m tml.projects.twhin.tune \
+            --config_yaml_path="$config" --save_dir="$save_dir" "$@"
         ;;
     *)
         set -- "$job" "$@"

@@ -8,29 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from tests.conftest import REPO, RUN_PY, assert_ok, torchrun_env
+from tests.helpers_data import write_group_graph
 from tml.projects.twhin.artifacts.embedding_files import read_table
 
 
-def write_tsv(path: Path, rows: np.ndarray) -> None:
-    path.write_text("".join(f"person{h}\tknows_{r}\tperson{t}\n" for h, r, t in rows))
-
-
 def test_imported_graph_trains_and_evaluates_without_edits(tmp_path: Path) -> None:
-    # A learnable graph: 50 people in 5 groups of 10; relation r links a person of group g to
-    # a random person of group (g + r) mod 5.
-    rng = np.random.default_rng(0)
-    heads = rng.integers(0, 50, 1200)
-    rels = rng.integers(0, 3, 1200)
-    tails = ((heads // 10 + rels) % 5) * 10 + rng.integers(0, 10, 1200)
-    rows = np.unique(np.stack([heads, rels, tails], 1), axis=0)
-    rows = rows[rng.permutation(len(rows))]
-    splits = {"train": rows[:-100], "valid": rows[-100:-50], "test": rows[-50:]}
-    for name, part in splits.items():
-        write_tsv(tmp_path / f"{name}.tsv", part)
+    write_group_graph(tmp_path)  # 50 people in 5 groups; relations link groups
     env = torchrun_env()
     out = tmp_path / "graph"
     imported = subprocess.run(

@@ -2,8 +2,8 @@
 
 entrypoint.sh runs for real on this host (TML_APP_DIR = the checkout, .venv first on PATH):
 CPU training, export, two "nodes" meeting in a c10d rendezvous, and its input errors. The
-Dockerfile, compose file, Kubernetes and Slurm files are checked against requirements.txt and
-against the environment variables the entrypoint reads.
+Slurm script runs as two nodes with stand-ins for srun. The image, compose and Kubernetes
+files are checked in test_image.py and test_deploy.py.
 """
 
 from __future__ import annotations
@@ -15,18 +15,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import REPO, small_config, torchrun_env, write_config
 from tml.core.checkpoint import complete_checkpoints
 
 ENTRYPOINT = REPO / "entrypoint.sh"
-IMAGE_REQUIREMENTS = REPO / "tools" / "image-requirements.sh"
 VENV_BIN = Path(sys.executable).parent
-TOOLS_MARKER = "# test and lint tools"
 
 
 def entrypoint_vars() -> set[str]:
@@ -60,6 +56,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def short_run_config(graph: Path, path: Path, steps: int) -> Path:
@@ -159,6 +160,23 @@ def test_bad_launch_settings(tmp_path: Path, env: dict[str, str], message: str) 
     assert result.stderr.strip().startswith(f"error: {message}")
 
 
+def run_nodes(nodes: list[dict[str, str]], log_dir: Path) -> list[Path]:
+    """Start one entrypoint per node environment at once; wait for all to exit 0; their logs."""
+    logs = [log_dir / f"node{i}.log" for i in range(len(nodes))]
+    processes = []
+    for env, log in zip(nodes, logs, strict=True):
+        with open(log, "w") as out:
+            start = dict(stdout=out, stderr=subprocess.STDOUT, env=entrypoint_env(**env), cwd=REPO)
+            processes.append(subprocess.Popen([str(ENTRYPOINT)], **start))
+    try:
+        codes = [p.wait(timeout=240) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert codes == [0] * len(nodes), "\n".join(log.read_text()[-3000:] for log in logs)
+    return logs
+
+
 def test_two_nodes_on_one_machine_train_together(small_graph: Path, tmp_path: Path) -> None:
     """Two entrypoints, one process each, meet in a c10d rendezvous on 127.0.0.1 and write one
     checkpoint. Node 0 is given RDZV_ENDPOINT, node 1 MASTER_ADDR/MASTER_PORT (as Kubeflow)."""
@@ -172,18 +190,7 @@ def test_two_nodes_on_one_machine_train_together(small_graph: Path, tmp_path: Pa
         dict(common, NODE_RANK="0", RDZV_ENDPOINT=f"127.0.0.1:{port}"),
         dict(common, NODE_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
     ]
-    logs = [tmp_path / f"node{i}.log" for i in range(2)]
-    processes = []
-    for env, log in zip(nodes, logs, strict=True):
-        with open(log, "w") as out:
-            start = dict(stdout=out, stderr=subprocess.STDOUT, env=entrypoint_env(**env), cwd=REPO)
-            processes.append(subprocess.Popen([str(ENTRYPOINT)], **start))
-    try:
-        codes = [p.wait(timeout=240) for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    logs = run_nodes(nodes, tmp_path)
     assert "--rdzv_backend c10d" in logs[0].read_text()
     checkpoints = complete_checkpoints(tmp_path / "save" / "checkpoints")
     assert [p.name for p in checkpoints] == ["step_10"]
@@ -196,191 +203,7 @@ def test_two_nodes_on_one_machine_train_together(small_graph: Path, tmp_path: Pa
     assert state["world_size"] == 2
 
 
-# --- Dockerfile and its pins -------------------------------------------------------------------
-
-
-def requirement_pins(text: str) -> dict[str, str]:
-    pins = {}
-    for line in text.splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[name.strip().lower()] = version.strip()
-    return pins
-
-
-def image_pins(variant: str, requirements: Path | None = None) -> dict[str, str]:
-    # /bin/sh: the Dockerfile runs it with the base image's sh, not bash.
-    args = ["sh", str(IMAGE_REQUIREMENTS), variant, str(requirements or REPO / "requirements.txt")]
-    result = subprocess.run(args, capture_output=True, text=True, check=True)
-    return requirement_pins(result.stdout)
-
-
-def test_image_pins_are_requirements_txt() -> None:
-    text = (REPO / "requirements.txt").read_text()
-    runtime = requirement_pins(text.split(TOOLS_MARKER)[0])
-    tools = requirement_pins(text.split(TOOLS_MARKER)[1])
-    assert image_pins("cpu") == runtime
-    cuda = image_pins("cuda")
-    # The GPU image: the same fbgemm version, in its CUDA build; nothing else differs.
-    assert "fbgemm-gpu-cpu" not in cuda
-    assert cuda.pop("fbgemm-gpu") == runtime.pop("fbgemm-gpu-cpu")
-    assert cuda == runtime
-    assert {"torch", "torchrec"} <= cuda.keys()
-    assert not tools.keys() & cuda.keys(), "test tools must stay out of the image"
-
-
-def test_image_requirements_refuses_what_it_cannot_derive(tmp_path: Path) -> None:
-    for variant, requirements in [
-        ("gpu", REPO / "requirements.txt"),
-        ("cuda", write_text(tmp_path / "no-marker.txt", "torch==2.13.0\n")),
-        (
-            "cuda",
-            write_text(tmp_path / "no-fbgemm.txt", f"torch==1\ntorchrec==1\n{TOOLS_MARKER}\n"),
-        ),
-    ]:
-        with pytest.raises(subprocess.CalledProcessError):
-            image_pins(variant, requirements)
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-def dockerfile_stages() -> dict[str, list[str]]:
-    """Instructions (continuation lines joined) of each named stage."""
-    stages: dict[str, list[str]] = {}
-    joined = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
-    current: list[str] = []
-    for line in joined.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("FROM "):
-            current = stages.setdefault(line.split(" AS ")[-1].strip(), [])
-        current.append(line)
-    return stages
-
-
-def test_dockerfile_trainer_stage() -> None:
-    stages = dockerfile_stages()
-    assert list(stages)[-1] == "trainer", "a plain `docker build .` must make the trainer"
-    trainer = stages["trainer"]
-
-    def index(prefix: str) -> int:
-        return next(i for i, line in enumerate(trainer) if line.startswith(prefix))
-
-    # Pins are installed from requirements.txt before any code is copied.
-    install = index("RUN --mount=type=cache")
-    assert index("COPY requirements.txt tools/image-requirements.sh") < install
-    assert install < index("COPY tml ") < index("USER ")
-    assert 'image-requirements.sh "$VARIANT"' in trainer[install]
-    assert "pip install --no-deps" in trainer[install]
-    # No version typed into the trainer stage can disagree with requirements.txt.
-    assert not re.search(r"==\s*[0-9]", "\n".join(trainer))
-    assert "ARG VARIANT=cuda" in trainer
-    user = trainer[index("USER ")].split()[1]
-    assert re.fullmatch(r"[1-9][0-9]*:[0-9]+", user), "numeric non-root user"
-    assert trainer[index("ENTRYPOINT")] == 'ENTRYPOINT ["/usr/src/app/entrypoint.sh"]'
-    assert trainer[-1] == 'CMD ["train"]'
-
-
-def test_dockerignore_admits_only_what_the_dockerfile_copies() -> None:
-    patterns = [
-        line.strip()
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert patterns[0] == "*"
-    admitted = {p[1:] for p in patterns if p.startswith("!")}
-    copied = set()
-    for stage in dockerfile_stages().values():
-        for line in stage:
-            if line.startswith("COPY "):
-                words = [w for w in line.split()[1:] if not w.startswith("--")]
-                copied.update(w.rstrip("/") for w in words[:-1])
-    assert admitted == copied
-    assert all((REPO / path).exists() for path in admitted)
-    assert not admitted & {"data", "runs", ".venv", ".git"}
-
-
-# --- docker compose ----------------------------------------------------------------------------
-
-
-def compose() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
-
-
-def test_compose_train_service_reserves_gpus_and_mounts() -> None:
-    services = compose()["services"]
-    train = services["train"]
-    assert train["deploy"]["resources"]["reservations"]["devices"] == [
-        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
-    ]
-    assert {"./configs:/config:ro", "./data:/data:ro", "./runs:/save"} <= set(train["volumes"])
-    assert train.get("shm_size") or train.get("ipc") == "host"
-    env = train["environment"]
-    assert env["CONFIG_YAML_PATH"].startswith("/config/")
-    assert env["SAVE_DIR"].startswith("/save/")
-    for service in services.values():
-        assert set(service.get("environment", {})) <= entrypoint_vars()
-    cpu = services["train-cpu"]
-    assert cpu["profiles"] == ["cpu"] and cpu["build"]["args"] == {"VARIANT": "cpu"}
-    assert "deploy" not in cpu
-    assert services["tensorboard"]["profiles"] == ["tensorboard"]
-    assert services["tensorboard"]["build"]["target"] in dockerfile_stages()
-
-
-def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-
-
-def test_compose_schema_rejects_a_gpu_reservation_without_capabilities(tmp_path: Path) -> None:
-    assert check_compose_schema(REPO / "docker-compose.yml").returncode == 0
-    text = (REPO / "docker-compose.yml").read_text()
-    assert text.count("capabilities: [gpu]") == 1
-    broken = write_text(tmp_path / "compose.yml", text.replace("capabilities: [gpu]", ""))
-    result = check_compose_schema(broken)
-    assert result.returncode == 1 and "'capabilities' is a required property" in result.stdout
-
-
-# --- Kubernetes and Slurm ----------------------------------------------------------------------
-
-
-def test_kubernetes_pytorchjob_matches_the_entrypoint() -> None:
-    documents = [
-        doc
-        for path in sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-    ]
-    claims = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
-    (job,) = [d for d in documents if d["kind"] == "PyTorchJob"]
-    replicas = job["spec"]["pytorchReplicaSpecs"]
-    assert set(replicas) == {"Master", "Worker"} and replicas["Master"]["replicas"] == 1
-    for role, spec in replicas.items():
-        pod = spec["template"]["spec"]
-        (container,) = pod["containers"]
-        assert container["name"] == "pytorch"
-        assert "command" not in container, "keep the image's ENTRYPOINT"
-        assert container["args"] == ["train"]
-        env = {e["name"]: e["value"] for e in container["env"]}
-        assert set(env) <= entrypoint_vars()
-        assert int(env["NNODES"]) == 1 + replicas["Worker"]["replicas"]
-        assert int(env["NPROC_PER_NODE"]) == container["resources"]["limits"]["nvidia.com/gpu"]
-        assert env.get("NODE_RANK") == ("0" if role == "Master" else None)
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
-        assert "configMap" in mounts[str(Path(env["CONFIG_YAML_PATH"]).parent)]
-        save = next(v for path, v in mounts.items() if env["SAVE_DIR"].startswith(path + "/"))
-        assert save["persistentVolumeClaim"]["claimName"] in claims
-        assert mounts["/dev/shm"]["emptyDir"]["medium"] == "Memory"
-        assert mounts["/data"]["persistentVolumeClaim"]["claimName"] in claims
-        # Kubernetes' SIGKILL must wait for the checkpoint the trainer writes on SIGTERM.
-        assert pod["terminationGracePeriodSeconds"] >= int(env["GRACE_PERIOD_S"]) + 30
-        assert int(env["MAX_RESTARTS"]) >= 3
+# --- Slurm ---------------------------------------------------------------------------------------
 
 
 # Stand-ins for the scheduler, so train.sbatch itself runs: `srun` starts its command once per
@@ -426,7 +249,8 @@ def test_slurm_script_parses_and_matches_the_entrypoint() -> None:
     text = sbatch.read_text()
     assert "#SBATCH --ntasks-per-node=1" in text
     exported = set(re.findall(r"^export ([A-Z_]+)=", text, flags=re.MULTILINE))
-    slurm_only = {"SRUN_CPUS_PER_TASK", "PATH"}
+    # Read by srun, by the shell, and by enroot's NVIDIA hook (pyxis), not by the entrypoint.
+    slurm_only = {"SRUN_CPUS_PER_TASK", "PATH", "NVIDIA_VISIBLE_DEVICES"}
     assert {"NNODES", "RDZV_ENDPOINT", "RDZV_ID", "CONFIG_YAML_PATH", "SAVE_DIR"} <= exported
     assert exported - slurm_only <= entrypoint_vars()
     assert 'NODE_RANK=$SLURM_NODEID exec "$0" train' in text

@@ -11,7 +11,6 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import (
-    REPO,
     assert_ok,
     assert_same_embeddings,
     embeddings,
@@ -145,19 +144,6 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_o
     assert_ok(result)
     assert f"resumed from {survived[-1]}" in result.stdout
     assert_same_embeddings(save_dir, tmp_path / "uninterrupted")
-
-
-def test_original_twhin_field_set_trains_with_two_ranks(small_graph: Path, tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO / "configs" / "original_fields.yaml").read_text())
-    for section in ("train_data", "validation_data"):
-        config[section]["data_root"] = str(small_graph / "train")
-    result = run_torchrun(2, write_config(tmp_path / "config.yaml", config), tmp_path / "run")
-    assert_ok(result)
-    records = read_metrics(tmp_path / "run")
-    assert read_metrics_split(tmp_path / "run", "validation")[-1]["edges"] == 10
-    steps = [r["step"] for r in records if "split" not in r]
-    assert steps[-1] == 50  # 9,990 edges / (500 x 2 ranks) = 10 steps per epoch, 5 epochs
-    assert embeddings(tmp_path / "run", "user").shape == (424_241, 4)
 
 
 def test_bad_edge_row_stops_the_job_with_file_and_row(small_graph: Path, tmp_path: Path) -> None:

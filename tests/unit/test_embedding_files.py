@@ -20,6 +20,7 @@ import yaml
 from tml.core.config import load_config
 from tml.projects.twhin.artifacts.embedding_files import FORMATS, read_table, relation_scorer
 from tml.projects.twhin.artifacts.export import export
+from tml.projects.twhin.artifacts.exported_table import ArrayTable
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.scorer import EdgeScorer
@@ -124,12 +125,12 @@ def test_exact_and_faiss_search_agree_on_a_small_table(comparator: str) -> None:
     generator = torch.Generator().manual_seed(1)
     table = torch.randn(3000, 8, generator=generator)
     queries = torch.randn(20, 8, generator=generator)
-    scores, rows = exact_search(queries, table, comparator, k=10)
+    scores, rows = exact_search(queries, ArrayTable("t", table.numpy()), comparator, k=10)
     # Brute force: every score, sorted.
     full = COMPARATORS[comparator]().all_pairs(queries, table)
     np.testing.assert_array_equal(rows, full.argsort(1, descending=True)[:, :10].numpy())
     for nlist in (0, 16):  # flat, then IVF searching every cluster
-        index = FaissIndex.build(table.numpy(), comparator, nlist)
+        index = FaissIndex.build(ArrayTable("t", table.numpy()), comparator, nlist)
         faiss_scores, faiss_rows = index.search(queries.numpy(), 10, nprobe=max(nlist, 1))
         np.testing.assert_array_equal(faiss_rows, rows)
         np.testing.assert_allclose(faiss_scores, scores, rtol=1e-4, atol=1e-4)
@@ -137,7 +138,8 @@ def test_exact_and_faiss_search_agree_on_a_small_table(comparator: str) -> None:
 
 def test_exact_search_leaves_out_the_excluded_row() -> None:
     table = torch.eye(4) + 0.1
-    scores, rows = exact_search(table[:2], table, "cos", k=3, exclude=torch.tensor([0, 1]))
+    scores, rows = exact_search(table[:2], ArrayTable("t", table.numpy()), "cos", k=3,
+                                exclude=torch.tensor([0, 1]))  # fmt: skip
     assert 0 not in rows[0] and 1 not in rows[1]
     assert rows.shape == (2, 3) and np.all(np.diff(scores, axis=1) <= 0)
 

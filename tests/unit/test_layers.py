@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 TML = REPO / "tml"
 PROJECT = "tml.projects.twhin"
-COMMANDS = ("run", "export", "evaluate", "neighbors", "report", "import_kg", "synthetic")
+COMMANDS = ("run", "export", "evaluate", "neighbors", "report", "import_kg", "synthetic", "tune")
 
 LAYERS: list[list[str]] = [
     ["core"],
@@ -26,7 +26,7 @@ LAYERS: list[list[str]] = [
     ["data", "models"],
     ["config"],
     ["parallel", "artifacts"],
-    ["eval", "run_report", "tools"],
+    ["eval", "run_report", "tools", "tuning"],
     ["search", "training"],
     ["commands"],
 ]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.eval.ranking import KnownEdges, evaluate_ranking, realistic_ranks
+from tml.projects.twhin.eval.ranking import KnownEdges, RankedSide
+from tml.projects.twhin.eval.sharded_ranking import evaluate_ranking
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
@@ -56,31 +57,45 @@ def score_edge(
     return float(scorer.comparator.aligned(scorer.operators[rel](lhs), rhs))
 
 
-def brute_force(scorer, tables, edges, known_edges):
-    """Ranks one score at a time with Python loops: the specification."""
+def brute_force(scorer, tables, edges, known_edges, negatives=10, seed=0):
+    """Ranks one score at a time with Python loops: the specification. Also the sampled AUC:
+    for each edge and side, `negatives` entities drawn uniformly (one generator seeded with
+    `seed`; relation by relation, all tails then all heads), those not filtered and not the
+    true one scored against it, ties half."""
     known = {tuple(e) for e in known_edges.tolist()}
-    reciprocal, ranks = [], []
-    for lhs, rel, rhs in edges.tolist():
-        lhs_table, rhs_table = scorer.relations[rel]
+    generator = torch.Generator().manual_seed(seed)
+    reciprocal, ranks, aucs = [], [], []
+    for relation in range(len(scorer.relations)):
+        mine = edges[edges[:, 1] == relation].tolist()
+        lhs_table, rhs_table = scorer.relations[relation]
+        sizes = {"tail": len(tables[rhs_table]), "head": len(tables[lhs_table])}
+        draws = {side: torch.randint(sizes[side], (len(mine), negatives), generator=generator)
+                 for side in ("tail", "head")} if mine else {}  # fmt: skip
+        for index, (lhs, rel, rhs) in enumerate(mine):
+            for side in ("tail", "head"):
 
-        for side in ("tail", "head"):
+                def score(head: int, tail: int, rel: int = rel, side: str = side) -> float:
+                    return score_edge(scorer, tables, rel, head, tail, side == "head")
 
-            def score(head: int, tail: int, rel: int = rel, side: str = side) -> float:
-                return score_edge(scorer, tables, rel, head, tail, side == "head")
+                def other(candidate: int, side: str = side, lhs: int = lhs, rhs: int = rhs,
+                          rel: int = rel) -> float | None:  # fmt: skip
+                    """The candidate's score, or None where it is filtered (or the true one)."""
+                    edge = (lhs, rel, candidate) if side == "tail" else (candidate, rel, rhs)
+                    if edge in known:
+                        return None
+                    return score(lhs, candidate) if side == "tail" else score(candidate, rhs)
 
-            true = score(lhs, rhs)
-            size = len(tables[rhs_table] if side == "tail" else tables[lhs_table])
-            better = tied = 0
-            for candidate in range(size):
-                edge = (lhs, rel, candidate) if side == "tail" else (candidate, rel, rhs)
-                if edge in known:  # the true edge and other known ones are filtered
-                    continue
-                other = score(lhs, candidate) if side == "tail" else score(candidate, rhs)
-                better += other > true
-                tied += other == true
-            ranks.append(1 + better + tied / 2)
-            reciprocal.append(1 / ranks[-1])
-    return np.mean(reciprocal), np.mean(ranks), np.mean(np.array(ranks) <= 3)
+                true = score(lhs, rhs)
+                scores = [other(c) for c in range(sizes[side])]
+                better = sum(s is not None and s > true for s in scores)
+                tied = sum(s is not None and s == true for s in scores)
+                ranks.append(1 + better + tied / 2)
+                reciprocal.append(1 / ranks[-1])
+                drawn = [scores[c] for c in draws[side][index].tolist()]
+                valid = [s for s in drawn if s is not None]
+                wins = sum(1.0 if true > s else 0.5 if true == s else 0.0 for s in valid)
+                aucs.append(wins / max(len(valid), 1))
+    return np.mean(reciprocal), np.mean(ranks), np.mean(np.array(ranks) <= 3), np.mean(aucs)
 
 
 @pytest.mark.parametrize("operator", ["translation", "diagonal", "complex_diagonal", "linear"])
@@ -99,11 +114,13 @@ def test_filtered_ranks_match_brute_force(operator: str, comparator: str, recipr
     edges = np.stack([rng.integers(0, 9, 40), rel, (rng.random(40) * rhs_sizes).astype(int)], 1)
     known_edges = np.concatenate([edges, edges[:10, [0, 1, 2]] + [[0, 0, 0]]])
     evaluated = edges[:15]
-    metrics = evaluate_ranking(scorer, tables, evaluated, KnownEdges(known_edges))
-    mrr, mean_rank, hits3 = brute_force(scorer, tables, evaluated, known_edges)
+    metrics = evaluate_ranking(scorer, tables, evaluated, KnownEdges(known_edges),
+                               auc_negatives=10, seed=4)  # fmt: skip
+    mrr, mean_rank, hits3, auc = brute_force(scorer, tables, evaluated, known_edges, 10, seed=4)
     assert metrics["mrr"] == pytest.approx(mrr, rel=1e-5)
     assert metrics["mean_rank"] == pytest.approx(mean_rank, rel=1e-5)
     assert metrics["hits@3"] == pytest.approx(hits3)
+    assert metrics["auc"] == pytest.approx(auc, rel=1e-5)
     assert metrics["edges"] == 15
 
 
@@ -119,16 +136,35 @@ def test_filtering_only_removes_other_true_answers() -> None:
     assert filtered["hits@1"] >= 0.5  # the tail side has no competitor left: rank 1
 
 
-def test_ties_count_half_and_the_true_entity_is_not_its_own_competitor() -> None:
-    scores = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
-    ranks, true = realistic_ranks(scores.clone(), torch.tensor([1, 4]), None)
-    # Row 0: one better (none), two tied with 2.0 besides itself -> 1 + 0 + 2/2 = 2.
-    # Row 1: all five equal -> 1 + 4/2 = 3.
+def side_counts(excluded: tuple[list[int], list[int]], blocks: list[int]) -> RankedSide:
+    """Two queries against 5 candidates whose dot scores are [1, 2, 2, 2, 0] (query 0, true
+    row 1) and [5, 5, 5, 5, 5] (query 1, true row 4), counted in blocks of the given sizes;
+    every candidate is drawn once for the AUC."""
+    candidates = torch.tensor([[1.0, 5], [2, 5], [2, 5], [2, 5], [0, 5]])
+    queries = torch.tensor([[1.0, 0], [0, 1]])
+    true = torch.tensor([1, 4])
+    side = RankedSide("b", queries, (queries * candidates[true]).sum(1),
+                      (np.array(excluded[0]), np.array(excluded[1])), np.tile(np.arange(5), (2, 1)))  # fmt: skip
+    start = 0
+    for size in blocks:
+        side.count_block(start, candidates[start : start + size], COMPARATORS["dot"]())
+        start += size
+    return side
+
+
+@pytest.mark.parametrize("blocks", [[5], [2, 3], [1, 1, 1, 1, 1]])
+def test_ties_count_half_and_the_true_entity_is_not_its_own_competitor(blocks: list[int]) -> None:
+    side = side_counts(([0, 1], [1, 4]), blocks)  # only the true entities are left out
+    ranks, auc = RankedSide.results(side.counts)
+    # Query 0: none better, two tied with 2.0 besides itself -> 1 + 0 + 2/2 = 2.
+    # Query 1: all five equal -> 1 + 4/2 = 3.
     assert ranks.tolist() == [2.0, 3.0]
-    assert true.tolist() == [2.0, 5.0]
-    filtered = (np.array([0]), np.array([2]))  # entity 2 is another true answer of query 0
-    ranks, _ = realistic_ranks(scores.clone(), torch.tensor([1, 4]), filtered)
+    # AUC over the other rows: query 0 beats 1.0 and 0.0 and ties twice -> 3/4; query 1 ties all.
+    assert auc.tolist() == [0.75, 0.5]
+    side = side_counts(([0, 1, 0], [1, 4, 2]), blocks)  # row 2 is another answer of query 0
+    ranks, auc = RankedSide.results(side.counts)
     assert ranks.tolist() == [1.5, 3.0]
+    assert auc.tolist() == [2.5 / 3, 0.5]
 
 
 def test_known_edges_index_finds_every_answer_in_both_directions() -> None:

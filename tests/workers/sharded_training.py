@@ -29,17 +29,15 @@ STEPS = 6
 
 def train(config: TwhinConfig, save_dir: str) -> None:
     ctx = init_distributed()
-    sharded = shard_model(config.model, ctx.device, seed=0, world_size=ctx.world_size,
-                          local_size=ctx.local_world_size)  # fmt: skip
     tables = config.model.embeddings.tables
     shape = config.model.graph_shape()
     relations = shape.relation_tables
     local = GLOBAL_BATCH // ctx.world_size
-    builder = EdgeBatchBuilder(
-        shape,
-        SlotLayout(batch_size=local, global_negatives=4, in_batch_negatives=0,
-                   num_relations=len(relations)),
-    )  # fmt: skip
+    layout = SlotLayout(batch_size=local, global_negatives=4, in_batch_negatives=0,
+                        num_relations=len(relations))  # fmt: skip
+    sharded = shard_model(config.model, ctx.device, seed=0, world_size=ctx.world_size,
+                          local_size=ctx.local_world_size, lookups_per_step=layout.num_slots)  # fmt: skip
+    builder = EdgeBatchBuilder(shape, layout)
 
     def batches():
         for step in range(STEPS):

@@ -85,7 +85,7 @@ def train_loop(
                 "loop_s": time.perf_counter() - run_start,
             }
             if last:
-                record["peak_rss_mb"] = _peak_rss_mb_per_rank(device)
+                record["peak_rss_mb"] = peak_rss_mb_per_rank(device)
             metrics.write(record)
             progress.show(record)
             window_loss.zero_()
@@ -107,7 +107,7 @@ def train_loop(
     return schedule.total_steps
 
 
-def _peak_rss_mb_per_rank(device: torch.device) -> dict[str, float]:
+def peak_rss_mb_per_rank(device: torch.device) -> dict[str, float]:
     """Every rank's peak resident memory so far, in MiB (a collective)."""
     mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     gathered = torch.zeros(dist.get_world_size(), dtype=torch.float64, device=device)

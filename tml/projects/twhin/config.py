@@ -16,8 +16,9 @@ class EvaluationConfig(BaseConfig):
     ranking: bool = pydantic.Field(
         True,
         description="Filtered ranking metrics (MRR, Hits@1/3/10, mean rank) against every entity "
-        "of the rhs and lhs tables. During training rank 0 gathers the full tables for it: turn "
-        "it off when they do not fit one process's memory (loss and sampled AUC remain).",
+        "of the rhs and lhs tables. Each rank scores the rows of its own shards and the counts "
+        "are summed, so no process holds a whole table; the cost is compute: queries x rows x "
+        "dim per evaluation, split over the ranks.",
     )
     filtered: bool = pydantic.Field(
         True,

@@ -11,9 +11,11 @@ every lhs entity (with reciprocal relations: rev_R(query) against the lhs table)
 itself is never its own neighbour.
 
 Reads `D/config.yaml` and `D/embeddings/` (names where the graph has a vocabulary, relation
-parameters from relations.parquet). The search is exact (every candidate scored) unless
---index faiss, or --index auto and the target table has LARGE_TABLE_ROWS rows or more; the faiss
-index is built once and kept under `D/index/` (search/backends.py).
+parameters from relations.parquet) lazily: the `npy` export when there is one (else the
+parquet), a row window at a time, and only the names it prints. The search is exact (every
+candidate scored) unless --index faiss, or --index auto and the target table has
+LARGE_TABLE_ROWS rows or more; the faiss index is built once from row windows, kept under
+`D/index/` and memory-mapped when reused (search/backends.py).
 """
 
 from __future__ import annotations

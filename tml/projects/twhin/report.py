@@ -10,6 +10,7 @@ import sys
 
 from tml.core.config import ConfigError
 from tml.projects.twhin.run_report import DEFAULT_SAMPLE, write_report
+from tml.projects.twhin.tuning.report import is_tune_dir, report_tune_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"Rows per table in the projection (default {DEFAULT_SAMPLE}).")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        page = write_report(args.save_dir, args.sample)
+        if is_tune_dir(args.save_dir):  # a `tune` dir: its study's report (docs/tuning.md)
+            page = report_tune_dir(args.save_dir)
+        else:
+            page = write_report(args.save_dir, args.sample)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

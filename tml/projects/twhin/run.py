@@ -23,6 +23,12 @@ from tml.core import stop_request  # noqa: E402  (imports no torch)
 if __name__ == "__main__":
     stop_request.install_stop_handler()  # before the slow imports: a signal now is a stop request
 
+from tml.core.device_check import exit_unless_expected_device  # noqa: E402
+
+# TML_DEVICE (the CUDA image: cuda) before anything loads fbgemm-gpu, whose CUDA build cannot
+# load without the NVIDIA driver: a machine without a usable GPU gets one `error:` line, exit 2.
+exit_unless_expected_device()
+
 import argparse  # noqa: E402
 import traceback  # noqa: E402
 

@@ -128,15 +128,26 @@ def row_windows(metadata: Metadata, key: str, num_rows: int, max_rows: int) -> l
 
 
 def iter_table_rows(
-    checkpoint: Path, table: EmbeddingTableConfig, max_rows: int = ROWS_PER_READ
+    checkpoint: Path,
+    table: EmbeddingTableConfig,
+    max_rows: int = ROWS_PER_READ,
+    part: int = 0,
+    parts: int = 1,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first row, rows) of a table, window by window, in row order."""
+    """(first row, rows) of a table, window by window, in row order.
+
+    With `parts` > 1, only part `part` of the windows: those starting in its 1/parts of the
+    rows, so `parts` processes reading parts 0..parts-1 read every row exactly once.
+    """
     key = table_checkpoint_key(table.name)
     metadata = safe_dcp.read_metadata(checkpoint)
     if key not in metadata.state_dict_metadata:
         raise FileNotFoundError(f"checkpoint {checkpoint} has no table {table.name!r}")
     dtype = _TORCH_DTYPES[table.data_type.value]
+    first, stop = (table.num_embeddings * p // parts for p in (part, part + 1))
     for rows in row_windows(metadata, key, table.num_embeddings, max_rows):
+        if not first <= rows.start < stop:
+            continue
         window = torch.empty(len(rows), table.embedding_dim, dtype=dtype)
         safe_dcp.load({key: window}, checkpoint, no_dist=True,
                       planner=_RowWindowPlanner(key, rows.start, window))  # fmt: skip

@@ -1,25 +1,30 @@
-"""Filtered ranking evaluation (MRR, Hits@k, mean rank) plus TwHIN's sampled AUC.
+"""Filtered ranking evaluation (MRR, Hits@k, mean rank) plus TwHIN's sampled AUC: the definitions.
 
 For each evaluated edge (l, r, t) the true tail t is ranked among every entity of r's rhs table,
 and the true head l among every entity of r's lhs table. "Filtered": other entities known to form
 a true edge with the query (in train, validation or test) are left out of the ranking, so a model
 is not punished for ranking another correct answer first. Ties count half (the realistic rank:
-1 + #better + #tied/2). Scores come from matrix products of the queries against table chunks.
+1 + #better + #tied/2). The AUC is the share of uniformly drawn entities (not the true one, not
+filtered) that score below the true entity, ties half.
+
+A rank only needs two counts per query, #better and #tied, and they add up over any split of the
+candidates: `RankedSide` counts them over one block of candidate rows at a time, so the rows can
+lie on many ranks (sharded_ranking.py sums the counts).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from tml.projects.twhin.eval.scoring import TABLE_CHUNK_ROWS, score_chunks
-from tml.projects.twhin.models.scorer import EdgeScorer
+from tml.projects.twhin.models.comparators import Comparator
 
-SCORES_IN_MEMORY = 1 << 26  # floats per (queries x candidates) block: 256 MiB
+SCORES_PER_BLOCK = 1 << 22  # floats of one (queries x candidates) score block: 16 MiB
 HITS_AT = (1, 3, 10)
+_COUNTS = 4  # per query: better, tied, AUC wins (ties half), valid AUC draws
 
 
 class KnownEdges:
@@ -92,24 +97,6 @@ def _count_true(flags: torch.Tensor) -> torch.Tensor:
     return flags.view(torch.uint8).sum(1, dtype=torch.int32)
 
 
-def realistic_ranks(
-    scores: torch.Tensor, true: torch.Tensor, filtered: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank of each row's true column among the unfiltered columns; also the true scores.
-
-    `scores` (q, N) is modified: the true and filtered entries are set to -inf.
-    """
-    rows = torch.arange(len(true))
-    true_scores = scores[rows, true].clone()
-    if filtered is not None:
-        query, entity = filtered
-        scores[torch.from_numpy(query), torch.from_numpy(entity)] = float("-inf")
-    scores[rows, true] = float("-inf")
-    better = _count_true(scores > true_scores.unsqueeze(1))
-    tied = _count_true(scores == true_scores.unsqueeze(1))
-    return 1.0 + better + 0.5 * tied, true_scores
-
-
 def auc_per_row(
     positive: torch.Tensor, negative: torch.Tensor, valid: torch.Tensor
 ) -> torch.Tensor:
@@ -122,94 +109,78 @@ def auc_per_row(
     return (wins * valid).sum(1) / valid.sum(1).clamp(min=1)
 
 
-def sampled_auc(
-    scores: torch.Tensor, true_scores: torch.Tensor, negatives: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Per row: P(true score > score of a uniformly drawn other entity), ties half."""
-    columns = torch.randint(scores.shape[1], (len(true_scores), negatives), generator=generator)
-    drawn = scores.gather(1, columns)
-    valid = drawn > float("-inf")  # the true entity and filtered ones are not negatives
-    return auc_per_row(true_scores.unsqueeze(1), drawn, valid)
+def paired_scores(comparator: Comparator, lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """(n,) scores of aligned rows, by the same formula as `all_pairs` (e.g. l2's expansion)."""
+    return comparator.all_pairs(lhs.unsqueeze(-2), rhs.unsqueeze(-2))[..., 0, 0]
 
 
-def _score_all(queries: torch.Tensor, candidates: torch.Tensor, scorer: EdgeScorer) -> torch.Tensor:
-    """(q, N) scores of each query against every candidate row (already transformed)."""
-    out = torch.empty(len(queries), len(candidates))
-    for start, scores in score_chunks(queries, candidates, scorer.comparator):
-        out[:, start : start + scores.shape[1]] = scores
-    return out
+class _ByRow:
+    """(query, candidate row) pairs sorted by row, so the pairs inside a block are one slice."""
+
+    def __init__(self, query: np.ndarray, row: np.ndarray, device: torch.device) -> None:
+        order = np.argsort(row, kind="stable")
+        self.rows = torch.from_numpy(np.ascontiguousarray(row[order], dtype=np.int64)).to(device)
+        self.query = torch.from_numpy(np.ascontiguousarray(query[order], dtype=np.int64)).to(device)
+
+    def inside(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query, row - start) of the pairs whose row is in [start, stop)."""
+        bounds = torch.tensor([start, stop], device=self.rows.device)
+        low, high = torch.searchsorted(self.rows, bounds).tolist()
+        return self.query[low:high], self.rows[low:high] - start
 
 
-def _transformed(table: torch.Tensor, operator: torch.nn.Module) -> torch.Tensor:
-    """op(every row), chunk by chunk (the op's temporaries stay small)."""
-    return torch.cat(
-        [
-            operator(table[start : start + TABLE_CHUNK_ROWS])
-            for start in range(0, len(table), TABLE_CHUNK_ROWS)
-        ]
-    )
+class RankedSide:
+    """One direction of a group of edges: queries ranked against every row of `table`.
 
-
-@torch.no_grad()
-def evaluate_ranking(
-    scorer: EdgeScorer,
-    tables: dict[str, torch.Tensor],
-    edges: np.ndarray,
-    known: KnownEdges | None,
-    *,
-    auc_negatives: int = 100,
-    timeout_s: float = float("inf"),
-    seed: int = 0,
-) -> dict[str, float]:
-    """Filtered ranking metrics over `edges` (lhs, rel, rhs), both sides pooled.
-
-    `known` None ranks unfiltered. Stops early (and says how many edges it ranked) after
-    `timeout_s`.
+    `queries` (q, d) are the transformed query vectors, `true_scores` (q,) their scores with
+    the true entity. Candidates come in blocks of rows (`count_block`), in any order and on any
+    rank; `counts` (4, q) holds #better, #tied, AUC wins and valid AUC draws, to be summed.
     """
-    started = time.perf_counter()
-    tables = {name: weights.float() for name, weights in tables.items()}
-    generator = torch.Generator().manual_seed(seed)
-    totals = RankingAccumulator()
-    evaluated = 0
-    for relation, ((lhs_table, rhs_table), operator) in enumerate(
-        zip(scorer.relations, scorer.operators, strict=True)
-    ):
-        mine = edges[edges[:, 1] == relation]
-        if len(mine) == 0:
-            continue
-        heads, tails = tables[lhs_table], tables[rhs_table]
-        # Head candidates once per relation: op(every lhs entity), compared with e_t (comparators
-        # are symmetric), or every lhs entity against rev(e_t) with reciprocal relations.
-        head_candidates = (
-            heads if scorer.reverse_operators is not None else _transformed(heads, operator)
-        )
-        step = max(1, SCORES_IN_MEMORY // max(len(heads), len(tails)))
-        for start in range(0, len(mine), step):
-            if time.perf_counter() - started > timeout_s:
-                break
-            lhs = mine[start : start + step, 0]
-            rhs = mine[start : start + step, 2]
-            lhs_ids, rhs_ids = torch.from_numpy(lhs), torch.from_numpy(rhs)
-            # Tails: op(e_l) against every rhs entity.
-            scores = _score_all(operator(heads[lhs_ids]), tails, scorer)
-            ranks, true = realistic_ranks(
-                scores, rhs_ids, known.tails(relation, lhs) if known else None
-            )
-            totals.add(ranks, sampled_auc(scores, true, auc_negatives, generator))
-            # Heads.
-            if scorer.reverse_operators is None:
-                scores = _score_all(tails[rhs_ids], head_candidates, scorer)
-            else:
-                reverse = scorer.reverse_operators[relation]
-                scores = _score_all(reverse(tails[rhs_ids]), head_candidates, scorer)
-            ranks, true = realistic_ranks(
-                scores, lhs_ids, known.heads(relation, rhs) if known else None
-            )
-            totals.add(ranks, sampled_auc(scores, true, auc_negatives, generator))
-            evaluated += len(lhs)
-    return {
-        **totals.metrics(),
-        "edges": evaluated,
-        "filtered": known is not None,
-        "seconds": time.perf_counter() - started,
-    }
+
+    def __init__(
+        self,
+        table: str,
+        queries: torch.Tensor,
+        true_scores: torch.Tensor,
+        excluded: tuple[np.ndarray, np.ndarray],
+        draws: np.ndarray,
+        candidate_operator: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """`excluded`: (query, row) pairs left out of the ranking (the true entity and, when
+        filtered, other known answers); `draws` (q, m): rows drawn for the AUC."""
+        device = queries.device
+        self.table, self.queries, self.true_scores = table, queries, true_scores
+        self.candidate_operator = candidate_operator
+        self.excluded = _ByRow(*excluded, device)
+        per_query = np.repeat(np.arange(len(draws)), draws.shape[1])
+        self.draws = _ByRow(per_query, draws.reshape(-1), device)
+        self.counts = torch.zeros(_COUNTS, len(queries), dtype=torch.float64, device=device)
+
+    def count_block(self, first_row: int, rows: torch.Tensor, comparator: Comparator) -> None:
+        """Count candidates rows [first_row, first_row + len(rows)), a bounded block at a time."""
+        step = max(1, SCORES_PER_BLOCK // max(len(self.queries), 1))
+        for offset in range(0, len(rows), step):
+            block = rows[offset : offset + step]
+            if self.candidate_operator is not None:
+                block = self.candidate_operator(block)
+            self._count(first_row + offset, comparator.all_pairs(self.queries, block))
+
+    def _count(self, start: int, scores: torch.Tensor) -> None:
+        stop = start + scores.shape[1]
+        query, column = self.excluded.inside(start, stop)
+        scores[query, column] = float("-inf")
+        true = self.true_scores.unsqueeze(1)
+        self.counts[0] += _count_true(scores > true)
+        self.counts[1] += _count_true(scores == true)
+        query, column = self.draws.inside(start, stop)
+        drawn, positive = scores[query, column], self.true_scores[query]
+        valid = (drawn > float("-inf")).double()
+        wins = (positive > drawn).double() + 0.5 * (positive == drawn).double()
+        self.counts[2].index_add_(0, query, wins * valid)
+        self.counts[3].index_add_(0, query, valid)
+
+    @staticmethod
+    def results(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(realistic ranks, per-query AUC) from summed counts."""
+        ranks = 1.0 + counts[0] + 0.5 * counts[1]
+        return ranks, counts[2] / counts[3].clamp(min=1)

@@ -6,6 +6,7 @@ benchmarked on a GPU machine without the embedding kernels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -109,6 +110,14 @@ class EdgeScorer(nn.Module):
         self.comparator = COMPARATORS[config.comparator]()
         self.loss_function = LOSSES[config.loss](margin=config.margin)
         self.regularization = config.regularization
+
+    def operator(self, relation: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """op_r of relation `relation` (lhs -> rhs space), for ranking and search."""
+        return self.operators[relation]
+
+    def reverse_operator(self, relation: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """rev_r of relation `relation` (rhs -> lhs space); None without reciprocal relations."""
+        return None if self.reverse_operators is None else self.reverse_operators[relation]
 
     def forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch

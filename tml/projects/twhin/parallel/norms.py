@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from tml.projects.twhin.models.config import TwhinModelConfig
-from tml.projects.twhin.parallel.tables import local_shards, table_weights
+from tml.projects.twhin.parallel.tables import local_shards, splits_columns, table_weights
 
 BLOCK_ROWS = 65_536  # rows converted to fp32 at a time, so fp16 shards are never copied whole
 
@@ -27,13 +27,6 @@ def _row_squares(shard: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _splits_columns(weight: object, dim: int) -> bool:
-    """Whether some shard holds only part of a row (the same answer on every rank)."""
-    if not hasattr(weight, "metadata"):
-        return False
-    return any(shard.shard_sizes[1] != dim for shard in weight.metadata().shards_metadata)
-
-
 @torch.no_grad()
 def table_norm_stats(
     model: torch.nn.Module, config: TwhinModelConfig, device: torch.device, rank: int
@@ -45,7 +38,7 @@ def table_norm_stats(
     extremes = torch.full((len(tables), 2), float("-inf"), dtype=torch.float64, device=device)
     for index, table in enumerate(tables):  # the same order on every rank
         weight = weights[table.name]
-        if _splits_columns(weight, table.embedding_dim):
+        if splits_columns(weight, table.embedding_dim):
             squares = torch.zeros(table.num_embeddings, device=device)
             for shard, row0, _ in local_shards(weight):
                 squares[row0 : row0 + len(shard)] += _row_squares(shard)

@@ -56,15 +56,38 @@ def check_compute_kernels(config: TwhinModelConfig, device_type: str) -> None:
             )
 
 
-def plan_tables(
-    model: torch.nn.Module,
+def make_topology(device: torch.device, world_size: int, local_size: int) -> Topology:
+    """The devices the planner places tables on, with the memory this GPU really has.
+
+    Without `hbm_cap` TorchRec plans every GPU as 32 GiB (an H100 has 80). On CPU the topology
+    has no HBM and TorchRec's host-memory default (128 GiB per rank) is left alone: host memory
+    only decides whether a plan is feasible (placement follows the estimated step time), so a
+    table too large for the host fails when it is allocated instead of in the planner, and the
+    memory a container may use is its cgroup limit, which the host's size does not tell.
+    """
+    hbm_cap = (
+        torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    )
+    return Topology(
+        world_size=world_size,
+        local_world_size=local_size,
+        compute_device=device.type,
+        hbm_cap=hbm_cap,
+    )
+
+
+def make_planner(
     config: TwhinModelConfig,
-    sharder: TwhinSharder,
     device: torch.device,
     world_size: int,
     local_size: int,
-) -> ShardingPlan:
-    """The planner's plan for every table (a collective: all ranks call it, rank 0 decides)."""
+    lookups_per_step: int,
+) -> EmbeddingShardingPlanner:
+    """TorchRec's planner for these tables on this topology.
+
+    `lookups_per_step`: rows each rank looks up per step (`SlotLayout.num_slots`), the batch
+    size of TorchRec's estimates of step time and buffer memory (its default assumes 512).
+    """
     constraints = {
         table.name: ParameterConstraints(
             sharding_types=[table.sharding_type.value]
@@ -77,12 +100,24 @@ def plan_tables(
         )
         for table in config.embeddings.tables
     }
-    planner = EmbeddingShardingPlanner(
-        topology=Topology(
-            world_size=world_size, local_world_size=local_size, compute_device=device.type
-        ),
+    return EmbeddingShardingPlanner(
+        topology=make_topology(device, world_size, local_size),
+        batch_size=lookups_per_step,
         constraints=constraints,
     )
+
+
+def plan_tables(
+    model: torch.nn.Module,
+    config: TwhinModelConfig,
+    sharder: TwhinSharder,
+    device: torch.device,
+    world_size: int,
+    local_size: int,
+    lookups_per_step: int,
+) -> ShardingPlan:
+    """The planner's plan for every table (a collective: all ranks call it, rank 0 decides)."""
+    planner = make_planner(config, device, world_size, local_size, lookups_per_step)
     try:
         return planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
     except PlannerError as exc:  # no plan fits these tables on this world: retrying cannot help

@@ -39,14 +39,22 @@ class ShardedTwhin:
 
 
 def shard_model(
-    config: TwhinModelConfig, device: torch.device, seed: int, world_size: int, local_size: int
+    config: TwhinModelConfig,
+    device: torch.device,
+    seed: int,
+    world_size: int,
+    local_size: int,
+    lookups_per_step: int,
 ) -> ShardedTwhin:
-    """Build, plan, shard and initialise the model; build its combined optimizer."""
+    """Build, plan, shard and initialise the model; build its combined optimizer.
+
+    `lookups_per_step`: rows a rank looks up per step (`SlotLayout.num_slots`), for the planner.
+    """
     model = TwhinModel(config, table_device=torch.device("meta"))
     model.scorer.to(device)
     apply_fused_optimizers(model, config, device.type)
     sharder = make_sharder()
-    plan = plan_tables(model, config, sharder, device, world_size, local_size)
+    plan = plan_tables(model, config, sharder, device, world_size, local_size, lookups_per_step)
     # DDP around the scorer only synchronises the relation parameters' gradients across ranks;
     # alone, it would cost an all-reduce and hooks every step for nothing.
     sharded = DistributedModelParallel(

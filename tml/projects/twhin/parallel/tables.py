@@ -1,5 +1,6 @@
-"""Access to the sharded tables' state: this rank's shards, full tables gathered on rank 0, and
-the relation parameters. Used by validation, table norms, initialisation and tests."""
+"""Access to the sharded tables' state: this rank's shards, how they split the tables, and the
+relation parameters. Used by validation, table norms and initialisation. No function here
+gathers a whole table: evaluation works on the shards (eval/row_sources.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from typing import Any
 
 import torch
 
-from tml.projects.twhin.models.config import TwhinModelConfig
 from tml.projects.twhin.models.model import table_of_key
 
 
@@ -18,26 +18,6 @@ def table_weights(model: torch.nn.Module) -> dict[str, Any]:
         if (table := table_of_key(key)) is not None:
             weights[table] = value
     return weights
-
-
-def gather_tables(
-    model: torch.nn.Module, config: TwhinModelConfig, rank: int, device: torch.device
-) -> dict[str, torch.Tensor] | None:
-    """Full tables on rank 0 (None elsewhere); a collective every rank must call."""
-    weights = table_weights(model)
-    full = {}
-    for table in config.embeddings.tables:  # the same order on every rank
-        weight = weights[table.name]
-        if hasattr(weight, "gather"):  # ShardedTensor
-            out = (
-                torch.empty(weight.size(), dtype=weight.dtype, device=device) if rank == 0 else None
-            )
-            weight.gather(dst=0, out=out)
-        else:
-            out = weight.detach().clone()
-        if out is not None:
-            full[table.name] = out.cpu()
-    return full if rank == 0 else None
 
 
 def dense_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -57,3 +37,10 @@ def local_shards(weight: Any) -> list[tuple[torch.Tensor, int, int]]:
         (shard.tensor, shard.metadata.shard_offsets[0], shard.metadata.shard_offsets[1])
         for shard in weight.local_shards()
     ]
+
+
+def splits_columns(weight: object, dim: int) -> bool:
+    """Whether some shard holds only part of a row (the same answer on every rank)."""
+    if not hasattr(weight, "metadata"):
+        return False
+    return any(shard.shard_sizes[1] != dim for shard in weight.metadata().shards_metadata)

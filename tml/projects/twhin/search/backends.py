@@ -14,15 +14,18 @@ l1          L1                                 -v
 
 The index is an inverted file (IVF: `nlist` clusters, `nprobe` of them searched per query,
 approximate; by default nlist/16 clusters, at least 8, are searched) for large tables and a
-flat one (exhaustive, exact) for small ones. It is stored under
-`D/index/<table>.<comparator>.faiss` (`RunDir.faiss_index`) with a JSON note of the file it was built from, and rebuilt
-when that file changes.
+flat one (exhaustive, exact) for small ones. It is built from the export a row window at a time
+(the IVF centroids trained on a sample of rows), so the table is never in memory whole: memory
+is the index plus one window. It is stored under `D/index/<table>.<comparator>.faiss`
+(`RunDir.faiss_index`) with a JSON note of the file it was built from, rebuilt when that file
+changes, and memory-mapped when reused: a query reads only the clusters it searches.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 
 from tml.core.files import atomic_output
+from tml.projects.twhin.artifacts.exported_table import ExportedTable
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.eval.scoring import top_k
 from tml.projects.twhin.models.comparators import COMPARATORS
@@ -46,15 +50,16 @@ MIN_NPROBE = 8
 
 def exact_search(
     queries: torch.Tensor,
-    candidates: torch.Tensor,
+    candidates: ExportedTable,
     comparator: str,
     k: int,
-    candidate_operator: torch.nn.Module | None = None,
+    candidate_operator: Callable[[torch.Tensor], torch.Tensor] | None = None,
     exclude: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, rows), (q, k) each, best first, by scoring every candidate (eval.scoring.top_k)."""
+    """(scores, rows), (q, k) each, best first, scoring every candidate a window at a time."""
+    windows = ((start, torch.from_numpy(rows)) for start, rows in candidates.windows())
     scores, rows = top_k(
-        queries.float(), candidates, COMPARATORS[comparator](), k, candidate_operator, exclude
+        queries.float(), windows, COMPARATORS[comparator](), k, candidate_operator, exclude
     )
     return scores.numpy(), rows.numpy()
 
@@ -116,20 +121,28 @@ class FaissIndex:
         self.comparator = comparator
 
     @classmethod
-    def build(cls, vectors: np.ndarray, comparator: str, nlist: int, seed: int = 0) -> FaissIndex:
-        """`nlist` 0: a flat, exhaustive index; otherwise IVF with `nlist` clusters."""
+    def build(cls, table: ExportedTable, comparator: str, nlist: int, seed: int = 0) -> FaissIndex:
+        """`nlist` 0: a flat, exhaustive index; otherwise IVF with `nlist` clusters, trained on
+        `nlist * TRAIN_ROWS_PER_LIST` rows drawn with `seed`. Rows are added window by window."""
         faiss = _faiss()
-        metric, data = _metric(comparator), _prepare(vectors, comparator)
-        dim = data.shape[1]
+        metric = _metric(comparator)
         if nlist == 0:
-            index = faiss.IndexFlat(dim, metric)
+            index = faiss.IndexFlat(table.dim, metric)
         else:
-            index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, metric), dim, nlist, metric)
-            sample = min(len(data), nlist * TRAIN_ROWS_PER_LIST)
-            rows = np.random.default_rng(seed).choice(len(data), sample, replace=False)
-            index.train(data[np.sort(rows)])
-        index.add(data)
+            index = faiss.IndexIVFFlat(faiss.IndexFlat(table.dim, metric), table.dim, nlist, metric)
+            sample = min(table.num_rows, nlist * TRAIN_ROWS_PER_LIST)
+            rows = np.random.default_rng(seed).choice(table.num_rows, sample, replace=False)
+            index.train(_prepare(table.rows(np.sort(rows)), comparator))
+        for _, window in table.windows():
+            index.add(_prepare(window, comparator))
         return cls(index, comparator)
+
+    @classmethod
+    def read(cls, path: Path, comparator: str) -> FaissIndex:
+        """A saved index, memory-mapped: only the parts a search touches are read."""
+        faiss = _faiss()
+        flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+        return cls(faiss.read_index(str(path), flags), comparator)
 
     def search(
         self, queries: np.ndarray, k: int, nprobe: int | None = None
@@ -155,26 +168,21 @@ def default_nlist(rows: int) -> int:
 
 
 def cached_index(
-    run: RunDir,
-    table: str,
-    source: Path,
-    vectors: np.ndarray,
-    comparator: str,
-    nlist: int | None = None,
+    run: RunDir, table: ExportedTable, comparator: str, nlist: int | None = None
 ) -> tuple[FaissIndex, Path, bool]:
     """The table's index from `D/index/`, built and saved first when missing or stale.
 
     Returns (index, its path, whether it was built now).
     """
     faiss = _faiss()
-    nlist = default_nlist(len(vectors)) if nlist is None else nlist
-    stat = source.stat()
-    note = IndexNote(str(source.resolve()), stat.st_size, stat.st_mtime_ns, comparator, nlist)
-    path = run.faiss_index(table, comparator)
+    nlist = default_nlist(table.num_rows) if nlist is None else nlist
+    stat = table.path.stat()
+    note = IndexNote(str(table.path.resolve()), stat.st_size, stat.st_mtime_ns, comparator, nlist)
+    path = run.faiss_index(table.name, comparator)
     note_path = path.with_suffix(".json")
     if path.is_file() and note_path.is_file() and json.loads(note_path.read_text()) == asdict(note):
-        return FaissIndex(faiss.read_index(str(path)), comparator), path, False
-    index = FaissIndex.build(vectors, comparator, nlist)
+        return FaissIndex.read(path, comparator), path, False
+    index = FaissIndex.build(table, comparator, nlist)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as staging:
         faiss.write_index(index.index, str(staging))

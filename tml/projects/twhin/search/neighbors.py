@@ -3,11 +3,13 @@
 Without a relation: the most similar rows of the same table by cosine similarity. With a relation
 R: the best candidates by the trained score, comparator(op_R(e_lhs), e_rhs), for a query on either
 side (with reciprocal relations, rev_R(query) against the lhs table). The query itself is never
-its own neighbour. Exact search or a faiss index (backends.py).
+its own neighbour. Exact search or a faiss index (backends.py). The exported tables are read
+lazily (artifacts/exported_table.py): never whole, whatever their size.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,13 @@ import numpy as np
 import torch
 
 from tml.core.config import load_config
-from tml.projects.twhin.artifacts.embedding_files import (
-    EmbeddingTable,
-    parquet_file,
-    read_table,
-    relation_scorer,
-)
+from tml.projects.twhin.artifacts.embedding_files import relation_scorer
+from tml.projects.twhin.artifacts.exported_table import open_table
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.search.backends import cached_index, exact_search
 
+Operator = Callable[[torch.Tensor], torch.Tensor]
 LARGE_TABLE_ROWS = 1_000_000
 INDEX_CHOICES = ("auto", "exact", "faiss")
 
@@ -37,8 +36,8 @@ class SearchPlan:
     target: str  # table the neighbours come from
     comparator: str
     description: str
-    query_operator: torch.nn.Module | None = None  # applied to the query embeddings
-    candidate_operator: torch.nn.Module | None = None  # applied to every candidate
+    query_operator: Operator | None = None  # applied to the query embeddings
+    candidate_operator: Operator | None = None  # applied to every candidate
 
 
 def plan_search(
@@ -64,14 +63,14 @@ def plan_search(
     how = f"{spec.operator} operator, {comparator} comparator"
     if table == spec.lhs and target in (None, spec.rhs):
         return SearchPlan(spec.rhs, comparator, f"{relation}: {table} -> {spec.rhs} ({how})",
-                          query_operator=scorer.operators[index])  # fmt: skip
+                          query_operator=scorer.operator(index))  # fmt: skip
     if table == spec.rhs and target in (None, spec.lhs):
         description = f"{relation}: {spec.lhs} -> {table}, predicting the {spec.lhs} ({how})"
-        if scorer.reverse_operators is not None:
-            reverse = scorer.reverse_operators[index]
+        reverse = scorer.reverse_operator(index)
+        if reverse is not None:
             return SearchPlan(spec.lhs, comparator, description, query_operator=reverse)
         return SearchPlan(spec.lhs, comparator, description,
-                          candidate_operator=scorer.operators[index])  # fmt: skip
+                          candidate_operator=scorer.operator(index))  # fmt: skip
     raise ValueError(
         f"relation {relation!r} joins {spec.lhs} -> {spec.rhs}: --table must be one of them "
         f"and --target, if given, the other (got --table {table}, --target {target})"
@@ -108,45 +107,41 @@ def find_neighbors(
     config = load_config(TwhinConfig, run.config)
     embeddings = run.embeddings
     plan = plan_search(config, table, relation, target, embeddings)
-    source = read_table(embeddings, table)
-    candidates = source if plan.target == table else read_table(embeddings, plan.target)
+    source = open_table(embeddings, table)  # read lazily: windows, rows and names as needed
+    candidates = source if plan.target == table else open_table(embeddings, plan.target)
     rows = torch.tensor([source.find(query) for query in queries])
     with torch.no_grad():
-        vectors = torch.from_numpy(source.vectors[rows.numpy()])
+        vectors = torch.from_numpy(source.rows(rows.numpy()))
         if plan.query_operator is not None:
             vectors = plan.query_operator(vectors)
     exclude = rows if plan.target == table else None
-    backend = choose_backend(index, plan, len(candidates.vectors))
+    backend = choose_backend(index, plan, candidates.num_rows)
     if backend == "exact":
-        scores, found = exact_search(vectors, torch.from_numpy(candidates.vectors),
-                                     plan.comparator, k, plan.candidate_operator, exclude)  # fmt: skip
+        scores, found = exact_search(vectors, candidates, plan.comparator, k,
+                                     plan.candidate_operator, exclude)  # fmt: skip
         used = "exact"
     else:
-        faiss_index, path, built = cached_index(
-            run, plan.target, parquet_file(embeddings, plan.target), candidates.vectors,
-            plan.comparator, nlist,
-        )  # fmt: skip
+        faiss_index, path, built = cached_index(run, candidates, plan.comparator, nlist)
         # One extra, in case the query itself comes back and is dropped.
         scores, found = faiss_index.search(vectors.numpy(), k + 1, nprobe)
         used = f"faiss {path} ({'built now' if built else 'reused'}, nlist {faiss_index.nlist})"
     results = []
+    query_names = source.names_of(rows.tolist())
     for position, row in enumerate(rows.tolist()):
         keep = (found[position] >= 0) & np.isfinite(scores[position])
         if exclude is not None:
             keep &= found[position] != row
+        hits = found[position][keep][:k].tolist()
         neighbors = [
-            {"rank": rank, **_entity(candidates, int(hit)), "score": float(score)}
-            for rank, (hit, score) in enumerate(
-                zip(found[position][keep][:k], scores[position][keep][:k], strict=True), 1
+            {"rank": rank, "id": hit, "name": name, "score": float(score)}
+            for rank, (hit, name, score) in enumerate(
+                zip(hits, candidates.names_of(hits), scores[position][keep][:k], strict=True), 1
             )
         ]
-        results.append({"query": _entity(source, row), "neighbors": neighbors})
+        query = {"id": row, "name": query_names[position]}
+        results.append({"query": query, "neighbors": neighbors})
     return {"table": table, "target": plan.target, "scoring": plan.description,
             "search": used, "results": results}  # fmt: skip
-
-
-def _entity(table: EmbeddingTable, row: int) -> dict[str, Any]:
-    return {"id": row, "name": table.names[row] if table.names is not None else None}
 
 
 def format_text(result: dict[str, Any]) -> str:

@@ -65,8 +65,9 @@ class TwhinTrainer:
         self.config = run.config
         training = self.config.training
         self.sharded: ShardedTwhin = shard_model(
-            self.config.model, ctx.device, training.seed, ctx.world_size, ctx.local_world_size
-        )
+            self.config.model, ctx.device, training.seed, ctx.world_size, ctx.local_world_size,
+            lookups_per_step=run.train_data.builder.layout.num_slots,
+        )  # fmt: skip
         paths = run.run_dir
         self.checkpoints = CheckpointManager(
             paths.checkpoints, training.checkpoint_max_to_keep, ctx.rank

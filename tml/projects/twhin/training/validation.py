@@ -3,9 +3,10 @@
 Two passes, both bounded by `num_eval_steps` batches and `eval_timeout_in_s`:
 1. every rank scores its validation batches through the sharded model, with the data config's
    sampled negatives: the validation loss and `negatives_auc` (how often a positive beats them);
-2. with `evaluation.ranking`, rank 0 gathers the full tables and ranks the same edges against
-   every entity: filtered MRR, Hits@k, mean rank and TwHIN's AUC (see ranking.py). The other
-   ranks wait at a barrier.
+2. with `evaluation.ranking`, the same edges ranked against every entity: filtered MRR, Hits@k,
+   mean rank and TwHIN's AUC (eval/ranking.py). Every rank scores the rows of its own shards and
+   the counts are summed (eval/sharded_ranking.py): no process gathers a table.
+The record also holds every rank's peak resident memory so far.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import torch
 import torch.distributed as dist
 
 from tml.core.distributed import DistributedContext
+from tml.core.train_loop import peak_rss_mb_per_rank
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
 from tml.projects.twhin.eval.evaluator import RankingEvaluator, scorer_with_state
 from tml.projects.twhin.eval.ranking import auc_per_row
+from tml.projects.twhin.eval.row_sources import ShardedRows
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin
-from tml.projects.twhin.parallel.tables import dense_state, gather_tables
+from tml.projects.twhin.parallel.tables import dense_state
 
 
 def sampled_auc_sums(output: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,14 +53,16 @@ class Validator:
         self.ctx = ctx
         steps = config.training.num_eval_steps
         self.steps = dataset.steps_per_epoch if steps < 0 else min(steps, dataset.steps_per_epoch)
-        self.ranking = RankingEvaluator(config) if ctx.is_chief else None
+        ranked = self.steps * dataset.config.per_replica_batch_size * ctx.world_size
+        self.ranking = RankingEvaluator(config, "validation_data", max_edges=ranked)
 
-    def __call__(self, pipeline: Any) -> dict[str, float]:
+    def __call__(self, pipeline: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        metrics = self._loss_pass(pipeline, started)
+        metrics: dict[str, Any] = self._loss_pass(pipeline, started)
         if self.config.evaluation.ranking:
             metrics.update(self._ranking_pass(started))
         metrics["seconds"] = time.perf_counter() - started
+        metrics["peak_rss_mb"] = peak_rss_mb_per_rank(self.ctx.device)
         return metrics
 
     @torch.no_grad()
@@ -92,27 +97,10 @@ class Validator:
         }
 
     def _ranking_pass(self, started: float) -> dict[str, float]:
-        model = self.sharded.model
-        tables = gather_tables(model, self.config.model, self.ctx.rank, self.ctx.device)
-        metrics: dict[str, float] = {}
-        if self.ranking is not None:
-            assert tables is not None  # gathered on rank 0, where the ranking runs
-            # Bounded so the waiting ranks' barrier cannot time out.
-            budget = min(
-                self.config.training.eval_timeout_in_s - (time.perf_counter() - started),
-                0.5 * self.config.runtime.collective_timeout_s,
-            )
-            metrics = self.ranking.evaluate(
-                tables,
-                scorer_with_state(self.config, dense_state(model)),
-                "validation_data",
-                max_edges=self.steps
-                * self.dataset.config.per_replica_batch_size
-                * self.ctx.world_size,
-                timeout_s=max(budget, 0.0),
-            )
-            metrics = {
-                f"ranked_{k}" if k in ("edges", "seconds") else k: v for k, v in metrics.items()
-            }
-        dist.barrier()
-        return metrics
+        model, ctx = self.sharded.model, self.ctx
+        source = ShardedRows(model, self.config.model, ctx.rank, ctx.world_size, ctx.device)
+        budget = self.config.training.eval_timeout_in_s - (time.perf_counter() - started)
+        metrics = self.ranking.evaluate(
+            source, scorer_with_state(self.config, dense_state(model)), timeout_s=max(budget, 0.0)
+        )
+        return {f"ranked_{k}" if k in ("edges", "seconds") else k: v for k, v in metrics.items()}
