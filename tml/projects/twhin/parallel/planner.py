@@ -88,7 +88,17 @@ def make_planner(
     `lookups_per_step`: rows each rank looks up per step (`SlotLayout.num_slots`), the batch
     size of TorchRec's estimates of step time and buffer memory (its default assumes 512).
     """
-    constraints = {
+    return EmbeddingShardingPlanner(
+        topology=make_topology(device, world_size, local_size),
+        batch_size=lookups_per_step,
+        constraints=table_constraints(config),
+    )
+
+
+def table_constraints(config: TwhinModelConfig) -> dict[str, ParameterConstraints]:
+    """Per table: its forced sharding type (else the defaults), compute kernel and UVM cache.
+    Public so that benchmarks/scaling plans clusters with exactly the trainer's constraints."""
+    return {
         table.name: ParameterConstraints(
             sharding_types=[table.sharding_type.value]
             if table.sharding_type
@@ -100,11 +110,6 @@ def make_planner(
         )
         for table in config.embeddings.tables
     }
-    return EmbeddingShardingPlanner(
-        topology=make_topology(device, world_size, local_size),
-        batch_size=lookups_per_step,
-        constraints=constraints,
-    )
 
 
 def plan_tables(
