@@ -30,7 +30,7 @@ K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test test-fast test-resume lint format docs clean \
 	import-kinships run-kinships bench-quality bench bench-ranking bench-retrieval report lock \
-	tune-kinships
+	tune-kinships scaling-doc
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -152,6 +152,10 @@ bench-ranking: setup  ## each rank's peak RSS ranking a 4M x 64 table on 2 ranks
 
 bench-retrieval: setup  ## neighbors on a 1M x 64 table: index build, query time, peak RSS
 	$(PY) benchmarks/retrieval.py $(BENCH_ARGS)
+
+# Plans on CPU in seconds: TorchRec's planner needs no GPU for a CUDA topology.
+scaling-doc: setup  ## docs/scaling.md: TorchRec's plans, memory, bytes and step time on 8-256 H100s
+	$(PY) benchmarks/scaling_plan.py --update docs/scaling.md
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
