@@ -116,7 +116,8 @@ class EarlyStopper:
                      name, _format(value), step)  # fmt: skip
         else:
             log.info(
-                "validation %s %s: no improvement on %s (step %s) by more than %g, %d of %d",
+                "validation %s %s does not beat the best, %s at step %s, by more than %g: %d of %d "
+                "validations without an improvement",
                 name, _format(value), _format(before.best_value), before.best_step,
                 self.config.min_delta, self.plateau.state.evaluations_since_best,
                 self.config.patience,

@@ -192,8 +192,9 @@ class TwhinTrainer:
             )
         finally:
             batches.close()
-        if self.early_stopping is not None and self.early_stopping.exhausted:
-            self.early_stopping.log_stop(done, self.total_steps)
+        stopper = self.early_stopping
+        if stopper is not None and stopper.exhausted and done < self.total_steps:
+            stopper.log_stop(done, self.total_steps)
             return True
         if done < self.total_steps:
             log.info(
