@@ -58,21 +58,6 @@ def table_checkpoint_key(table: str) -> str:
     return f"{MODEL_STATE}.{table_weight_key(table)}"
 
 
-def resolve_checkpoint(run: RunDir, checkpoint: str | None) -> Path:
-    """The named checkpoint (`step_N`, `best` or a path), or the newest complete one."""
-    if checkpoint == BEST:
-        return _best(run)
-    if checkpoint:
-        path = run.checkpoint(checkpoint)
-        if not is_complete(path):
-            raise FileNotFoundError(f"checkpoint {path} does not exist or is incomplete")
-        return path
-    found = complete_checkpoints(run.checkpoints)
-    if not found:
-        raise FileNotFoundError(f"no complete checkpoint under {run.checkpoints}")
-    return found[-1]
-
-
 def _best(run: RunDir) -> Path:
     try:
         path = best_checkpoint(run.checkpoints)
@@ -89,6 +74,21 @@ def _best(run: RunDir) -> Path:
             "is incomplete"
         )
     return path
+
+
+def resolve_checkpoint(run: RunDir, checkpoint: str | None) -> Path:
+    """The named checkpoint (`step_N`, `best` or a path), or the newest complete one."""
+    if checkpoint == BEST:
+        return _best(run)
+    if checkpoint:
+        path = run.checkpoint(checkpoint)
+        if not is_complete(path):
+            raise FileNotFoundError(f"checkpoint {path} does not exist or is incomplete")
+        return path
+    found = complete_checkpoints(run.checkpoints)
+    if not found:
+        raise FileNotFoundError(f"no complete checkpoint under {run.checkpoints}")
+    return found[-1]
 
 
 def load_dense(config: TwhinConfig, checkpoint: Path) -> dict[str, torch.Tensor]:
