@@ -1,6 +1,6 @@
 """Early stopping's parts: the config, the plateau count, the best pointer and its pruning, the
 `best` name of evaluate/export, and the tuner's objective (the end-to-end runs are in
-tests/distributed/test_early_stopping.py)."""
+tests/distributed/test_early_stopping_runs.py)."""
 
 from __future__ import annotations
 
