@@ -8,9 +8,14 @@ Layout under `<save_dir>/checkpoints/`:
                                              tensors and numbers (tml.core.rng_state)
     step_<N>/trainer_state.json              step, epoch, data position, and the size of every
                                              other file (the manifest); written last
+    best.json                                which step_<N> is the run's best (early stopping),
+                                             with its metrics; pruning never removes that one
 
 A checkpoint is written into `.tmp-step_<N>/` and renamed to `step_<N>/` only after every rank
 finished writing, so a crash mid-save leaves the previous checkpoint as the newest complete one.
+`best.json` is replaced the same way (written beside, synced, renamed): a reader sees the old
+pointer or the new one, never a torn file. A plain file rather than a symlink, because object
+store mounts (gcsfuse, s3fs, blobfuse) store symlinks poorly or not at all.
 A published checkpoint counts only while its files match the manifest: a truncated or missing
 file (a full disk, a half-copied directory) makes it invisible, with a warning at resume.
 Reading a checkpoint never runs code from its files (tml.core.safe_dcp, tml.core.rng_state).
@@ -36,6 +41,7 @@ from tml.core.distributed import from_every_rank
 log = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+BEST_POINTER = "best.json"  # in the checkpoints folder: {"checkpoint": "step_<N>", "step": N, ...}
 MANIFEST = "files"  # trainer_state.json key: file name -> size in bytes
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _LEFTOVER = re.compile(r"^\.(tmp|old)-step_\d+$")
@@ -86,6 +92,41 @@ def complete_checkpoints(directory: Path) -> list[Path]:
 
 def read_trainer_state(path: Path) -> dict[str, Any]:
     return json.loads((path / TRAINER_STATE).read_text())
+
+
+def read_best(directory: Path) -> dict[str, Any] | None:
+    """The record of `best.json` (which checkpoint is the best, and its metrics), or None when
+    the run kept no best checkpoint. Raises CheckpointError when the file cannot be read."""
+    pointer = Path(directory) / BEST_POINTER
+    try:
+        record = json.loads(pointer.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{pointer} cannot be read ({exc})") from None
+    if not isinstance(record, dict) or not _STEP_DIR.match(str(record.get("checkpoint", ""))):
+        raise CheckpointError(f"{pointer} does not name a step_<N> checkpoint")
+    return record
+
+
+def best_checkpoint(directory: Path) -> Path | None:
+    """The folder `best.json` names (None without one); it may since have been damaged."""
+    record = read_best(directory)
+    return Path(directory) / record["checkpoint"] if record else None
+
+
+def write_json_durably(path: Path, record: dict[str, Any]) -> None:
+    """Replace `path` with `record` atomically: written beside it, synced, then renamed."""
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(staging, "w") as handle:
+            json.dump(record, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 def saved_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -202,6 +243,22 @@ class CheckpointManager:
             os.replace(staging, final)
         self._prune(final)
 
+    def mark_best(self, step: int, record: dict[str, Any]) -> None:
+        """Point `best.json` at the published `step_<step>` (rank 0 writes), with `record`
+        (its metrics); the previous best is pruned now if it is outside the kept ones."""
+        if self.rank != 0:
+            return
+        path = self.directory / f"step_{step}"
+        write_json_durably(
+            self.directory / BEST_POINTER, {"checkpoint": path.name, "step": step, **record}
+        )
+        self._prune(path)
+
+    def forget_best(self) -> None:
+        """Remove `best.json` (rank 0): the run resumed from before its best evaluation."""
+        if self.rank == 0:
+            (self.directory / BEST_POINTER).unlink(missing_ok=True)
+
     def load(self, path: Path, state: dict[str, Any]) -> dict[str, Any]:
         """Load `path` into `state` in place (resharding as needed); returns the trainer state.
 
@@ -241,11 +298,17 @@ class CheckpointManager:
                     shutil.rmtree(child, ignore_errors=True)
 
     def _prune(self, newest: Path) -> None:
-        """Keep the newest `keep` usable checkpoints, and always the one just written."""
+        """Keep the newest `keep` usable checkpoints, always the one just written, and the best
+        one (`best.json`) whatever `keep` says."""
         if self.keep is None:
             return
+        try:
+            best = best_checkpoint(self.directory)
+        except CheckpointError as exc:  # never guess which one is the best: keep them all
+            log.warning("not pruning old checkpoints: %s", exc)
+            return
         for path in complete_checkpoints(self.directory)[: -self.keep]:
-            if path != newest:
+            if path not in (newest, best):
                 log.info("removing old checkpoint %s (checkpoint_max_to_keep=%d)", path, self.keep)
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -2,8 +2,8 @@
 
 Model-specific work is passed in as callables, so the loop itself only orders the steps:
 set learning rates -> pipeline step (lookup, score, backward, fused update) -> log -> evaluate ->
-checkpoint -> stop early if asked (preemption). Every rank runs the same steps and calls the same
-collectives in the same order.
+checkpoint -> stop early if asked (preemption) or if the evaluation says so (early stopping).
+Every rank runs the same steps and calls the same collectives in the same order.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ class LoopSchedule:
     eval_every: int | None
 
 
+@dataclass(frozen=True)
+class AfterEvaluation:
+    """What an evaluation asks of the loop; every rank must return the same."""
+
+    checkpoint: bool = False  # checkpoint this step, whatever the cadence (a new best model)
+    finish: bool = False  # the run is done at this step (early stopping): checkpoint and return
+
+
 def train_loop(
     *,
     pipeline: Any,
@@ -42,7 +50,7 @@ def train_loop(
     schedule: LoopSchedule,
     set_learning_rates: Callable[[int], dict[str, float]],
     save_checkpoint: Callable[[int], None],
-    evaluate: Callable[[int], None] | None,
+    evaluate: Callable[[int], AfterEvaluation | None] | None,
     metrics: MetricsWriter,
     device: torch.device,
     profiler: StepProfiler | None = None,
@@ -51,7 +59,8 @@ def train_loop(
     """Run steps [start_step, total_steps) of `pipeline` over `batches`; returns the steps done.
 
     `should_stop` is asked after every step (all ranks at once); when it says yes, the loop
-    checkpoints that step and returns early. `profiler` times a window of steps by stage.
+    checkpoints that step and returns early; so it does when `evaluate` asks to finish.
+    `profiler` times a window of steps by stage.
     """
     window_loss = torch.zeros((), dtype=torch.float64, device=device)
     window_edges = torch.zeros((), dtype=torch.float64, device=device)
@@ -91,14 +100,15 @@ def train_loop(
             window_loss.zero_()
             window_edges.zero_()
             window_start, steps_done_in_window = time.perf_counter(), 0
+        verdict = AfterEvaluation()
         if (
             evaluate is not None
             and schedule.eval_every
             and (done % schedule.eval_every == 0 or last)
         ):
-            evaluate(done)
-        stop = not last and should_stop is not None and should_stop()
-        if done % schedule.checkpoint_every == 0 or last or stop:
+            verdict = evaluate(done) or verdict
+        stop = not last and (verdict.finish or (should_stop is not None and should_stop()))
+        if done % schedule.checkpoint_every == 0 or last or stop or verdict.checkpoint:
             save_checkpoint(done)
         if stop:
             progress.close()

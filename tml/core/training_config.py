@@ -44,6 +44,32 @@ class RuntimeConfig(BaseConfig):
     )
 
 
+class EarlyStoppingConfig(BaseConfig):
+    """Stop when a validation metric has stopped improving, and keep the best checkpoint.
+
+    The best evaluation's checkpoint is kept whatever checkpoint_max_to_keep says
+    (`checkpoints/best.json` names it), the final export is that checkpoint's, and the count
+    of evaluations without an improvement is saved with every checkpoint, so a resumed run
+    stops where an uninterrupted one would.
+    """
+
+    metric: str = pydantic.Field(
+        "mrr",
+        description="The validation metric to watch: a quality metric of the validation "
+        "during training (the project lists them, and whether higher or lower is better, in "
+        "docs/training.md); other names are refused at load.",
+    )
+    patience: pydantic.PositiveInt = pydantic.Field(
+        3,
+        description="Stop after this many evaluations in a row without an improvement (exit 0).",
+    )
+    min_delta: pydantic.NonNegativeFloat = pydantic.Field(
+        0.0,
+        description="An evaluation improves only when it beats the best so far by more than "
+        "this (absolute, in the metric's units).",
+    )
+
+
 class TrainingConfig(BaseConfig):
     """How long to train, and when to log, evaluate and checkpoint."""
 
@@ -94,6 +120,11 @@ class TrainingConfig(BaseConfig):
     )
     eval_timeout_in_s: pydantic.PositiveFloat = pydantic.Field(
         3600.0, description="Stop an evaluation early after this many seconds."
+    )
+    early_stopping: EarlyStoppingConfig | None = pydantic.Field(
+        None,
+        description="Stop when the validation metric plateaus and export the best checkpoint "
+        "instead of the last. Default: off (train to the end, export the last checkpoint).",
     )
     gradient_accumulation: int | None = unsupported_field(
         "fused table optimizers update inside backward, so gradients cannot be accumulated; "

@@ -9,6 +9,14 @@ from tml.core.training_config import RuntimeConfig, TrainingConfig
 from tml.projects.twhin.data.config import TwhinDataConfig
 from tml.projects.twhin.models.config import TwhinModelConfig
 
+LOSS_PASS_METRICS: dict[str, bool] = {"loss": False, "negatives_auc": True}
+RANKING_METRICS: dict[str, bool] = {
+    "mrr": True, "hits@1": True, "hits@3": True, "hits@10": True, "mean_rank": False, "auc": True,
+}  # fmt: skip
+VALIDATION_METRICS = LOSS_PASS_METRICS | RANKING_METRICS
+"""The quality metrics of a validation record during training (training/validation.py), each
+with whether higher is better: what training.early_stopping.metric may name."""
+
 
 class EvaluationConfig(BaseConfig):
     """How validation and test edges are evaluated (during training and by `evaluate`)."""
@@ -58,5 +66,28 @@ class TwhinConfig(BaseConfig):
             raise ValueError(
                 "train_data: set global_negatives or in_batch_negatives above 0; without "
                 "negatives every score is pushed up and the embeddings learn nothing"
+            )
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _early_stopping_watches_a_computed_metric(self) -> TwhinConfig:
+        stopping = self.training.early_stopping
+        if stopping is None:
+            return self
+        where = "training.early_stopping"
+        if stopping.metric not in VALIDATION_METRICS:
+            raise ValueError(
+                f"{where}.metric: unknown validation metric {stopping.metric!r}; the validation "
+                f"during training computes {', '.join(VALIDATION_METRICS)}"
+            )
+        if self.validation_data is None or self.training.num_eval_steps == 0:
+            raise ValueError(
+                f"{where}: needs validation during training (validation_data, and "
+                "training.num_eval_steps other than 0)"
+            )
+        if stopping.metric in RANKING_METRICS and not self.evaluation.ranking:
+            raise ValueError(
+                f"{where}.metric: {stopping.metric} is a ranking metric, which evaluation.ranking: "
+                "false turns off; watch loss or negatives_auc, or turn ranking on"
             )
         return self

@@ -1,7 +1,7 @@
 """Evaluate a trained run on its validation or test edges: filtered MRR, Hits@k, mean rank, AUC.
 
     python -m tml.projects.twhin.evaluate --save_dir D [--config_yaml_path P]
-        [--split valid|test] [--checkpoint step_N]
+        [--split valid|test] [--checkpoint step_N|best|PATH]
 
 Reads the checkpoint (written by any number of ranks) in row windows; no process ever holds a
 whole table. On one process it streams every table; under torchrun
@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         "--config_yaml_path", default=None, help="Config (default: the run's config.yaml)."
     )
     parser.add_argument("--split", choices=sorted(SPLITS), default="valid")
-    parser.add_argument("--checkpoint", default=None, help="step_N (default: the newest).")
+    parser.add_argument(
+        "--checkpoint", default=None,
+        help="step_N, best (the best checkpoint of training.early_stopping) or a path "
+        "(default: the newest).",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if LAUNCHED:
         setup_logging(int(os.environ.get("RANK", 0)))  # rank 0 talks

@@ -1,6 +1,6 @@
 """Export trained embeddings from a checkpoint, offline (no process group).
 
-    python -m tml.projects.twhin.export --save_dir D [--checkpoint step_N]
+    python -m tml.projects.twhin.export --save_dir D [--checkpoint step_N|best|PATH]
         [--format parquet|npy|tsv[,...]]
 
 writes `D/embeddings/<table>.<format>` (formats and columns: artifacts/embedding_files.py), with
@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--save_dir", required=True, help="The run's save dir.")
     parser.add_argument(
-        "--checkpoint", default=None, help="step_N under save_dir/checkpoints, or a path."
+        "--checkpoint",
+        default=None,
+        help="step_N under save_dir/checkpoints, best (the best checkpoint of "
+        "training.early_stopping), or a path (default: the newest).",
     )
     parser.add_argument(
         "--format", type=_formats, default=["parquet"],

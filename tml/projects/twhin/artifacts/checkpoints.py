@@ -32,7 +32,13 @@ from torch.distributed.checkpoint.planner import LoadPlan
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from tml.core import safe_dcp
-from tml.core.checkpoint import complete_checkpoints, is_complete
+from tml.core.checkpoint import (
+    BEST_POINTER,
+    CheckpointError,
+    best_checkpoint,
+    complete_checkpoints,
+    is_complete,
+)
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.models.config import EmbeddingTableConfig
@@ -41,6 +47,8 @@ from tml.projects.twhin.models.scorer import EdgeScorer
 
 MODEL_STATE = "model"
 OPTIMIZER_STATE = "optim"
+BEST = "best"
+"""`--checkpoint best`: the checkpoint `checkpoints/best.json` names (training.early_stopping)."""
 ROWS_PER_READ = 1 << 20
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -50,8 +58,28 @@ def table_checkpoint_key(table: str) -> str:
     return f"{MODEL_STATE}.{table_weight_key(table)}"
 
 
+def _best(run: RunDir) -> Path:
+    try:
+        path = best_checkpoint(run.checkpoints)
+    except CheckpointError as exc:
+        raise FileNotFoundError(f"no best checkpoint: {exc}") from None
+    if path is None:
+        raise FileNotFoundError(
+            f"no best checkpoint in {run.checkpoints} (no {BEST_POINTER}: the run had no "
+            "training.early_stopping, or no validation yet); name a step_N instead"
+        )
+    if not is_complete(path):
+        raise FileNotFoundError(
+            f"the best checkpoint {path} ({run.checkpoints / BEST_POINTER}) does not exist or "
+            "is incomplete"
+        )
+    return path
+
+
 def resolve_checkpoint(run: RunDir, checkpoint: str | None) -> Path:
-    """The named checkpoint (`step_N` or a path), or the newest complete one."""
+    """The named checkpoint (`step_N`, `best` or a path), or the newest complete one."""
+    if checkpoint == BEST:
+        return _best(run)
     if checkpoint:
         path = run.checkpoint(checkpoint)
         if not is_complete(path):

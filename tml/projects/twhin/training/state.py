@@ -42,11 +42,12 @@ class TrainerState:
 
 @dataclass(frozen=True)
 class StartPoint:
-    """The step a run starts at, and where in the data that is."""
+    """The step a run starts at, where in the data that is, and the checkpoint it resumed."""
 
     step: int
     epoch: int
     step_in_epoch: int
+    checkpoint: Path | None = None  # None: a new run (or a warm start)
 
     def position_offset(self, steps_per_epoch: int) -> int:
         """Data position minus step (0 unless the world size or batch size changed)."""
@@ -72,4 +73,4 @@ class StartPoint:
             "resumed from %s at step %d (epoch %d, step %d of it)", path, saved.step, epoch,
             in_epoch,
         )  # fmt: skip
-        return cls(saved.step, epoch, in_epoch)
+        return cls(saved.step, epoch, in_epoch, path)

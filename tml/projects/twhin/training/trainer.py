@@ -23,13 +23,14 @@ from tml.core.metrics import MetricsWriter, format_duration
 from tml.core.preemption import StopAgreement
 from tml.core.prefetch import Prefetcher
 from tml.core.profiling import StepProfiler
-from tml.core.train_loop import LoopSchedule, train_loop
+from tml.core.train_loop import AfterEvaluation, LoopSchedule, train_loop
 from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
 from tml.projects.twhin.artifacts.export import export
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.data.dataset import EdgeDataset
 from tml.projects.twhin.parallel.norms import table_norm_stats
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin, shard_model
+from tml.projects.twhin.training.early_stopping import STATE_KEY, EarlyStopper
 from tml.projects.twhin.training.preflight import PreparedRun
 from tml.projects.twhin.training.resume import restore
 from tml.projects.twhin.training.start_log import log_start
@@ -73,6 +74,9 @@ class TwhinTrainer:
             paths.checkpoints, training.checkpoint_max_to_keep, ctx.rank
         )
         self.metrics = MetricsWriter(paths.metrics, paths.tensorboard, ctx.is_chief)
+        self.early_stopping = None
+        if training.early_stopping is not None:
+            self.early_stopping = EarlyStopper(training.early_stopping, self.checkpoints)
         self.steps_per_epoch = run.train_data.steps_per_epoch
         self.position_offset = 0  # data position minus step; not 0 after a world size change
         self._config_copied = False  # the config beside the checkpoints (export reads it)
@@ -99,13 +103,18 @@ class TwhinTrainer:
         )
 
     def save(self, step: int) -> None:
-        path = self.checkpoints.save(step, self._state(), self.trainer_state(step).to_dict())
+        trainer_state: dict[str, Any] = {**self.trainer_state(step).to_dict()}
+        if self.early_stopping is not None:
+            trainer_state[STATE_KEY] = self.early_stopping.state_dict()
+        path = self.checkpoints.save(step, self._state(), trainer_state)
         if self.ctx.is_chief and not self._config_copied:
             # Only now: a run that fails before its first checkpoint leaves the save dir as it was.
             config_copy = self.config.model_dump(mode="json", exclude_none=True)
             self.run.run_dir.config.write_text(yaml.safe_dump(config_copy, sort_keys=False))
             self._config_copied = True
         log.info("checkpoint written: %s", path)
+        if self.early_stopping is not None:
+            self.early_stopping.saved(step)  # best.json names only published checkpoints
 
     def checkpoint(self, step: int) -> None:
         """The loop's checkpoint callback: save, then record the tables' row norms."""
@@ -127,6 +136,8 @@ class TwhinTrainer:
         remaining = training.num_epochs * self.steps_per_epoch - (start.step + self.position_offset)
         self.total_steps = min(training.num_train_steps, start.step + remaining)
         log_start(self.run, self.ctx, self.sharded.plan, start.step, self.total_steps)
+        if self.early_stopping is not None:
+            self.early_stopping.begin(start, training.eval_log_every_n)
         return start
 
     def train(self) -> bool:
@@ -137,6 +148,9 @@ class TwhinTrainer:
         if start_step >= self.total_steps:
             log.info("nothing to do: the newest checkpoint is already at step %d", start_step)
             return True
+        if self.early_stopping is not None and self.early_stopping.exhausted:
+            log.info("nothing to do: early stopping ended this run at step %d", start_step)
+            return True
         pipeline = TrainPipelineSparseDist(
             self.sharded.model, self.sharded.optimizer, self.ctx.device, execute_all_batches=True
         )
@@ -144,9 +158,13 @@ class TwhinTrainer:
         if self.run.validation_data is not None:
             validator = Validator(self.config, self.run.validation_data, self.sharded, self.ctx)
 
-        def evaluate(step: int) -> None:
+        def evaluate(step: int) -> AfterEvaluation | None:
             assert validator is not None
-            self.metrics.write({"step": step, "split": "validation", **validator(pipeline)})
+            metrics = validator(pipeline)
+            self.metrics.write({"step": step, "split": "validation", **metrics})
+            if self.early_stopping is None:
+                return None
+            return self.early_stopping.observe(step, metrics)
 
         batches = Prefetcher(
             batch_stream(self.run.train_data, epoch, in_epoch, self.total_steps - start_step),
@@ -174,6 +192,10 @@ class TwhinTrainer:
             )
         finally:
             batches.close()
+        stopper = self.early_stopping
+        if stopper is not None and stopper.exhausted and done < self.total_steps:
+            stopper.log_stop(done, self.total_steps)
+            return True
         if done < self.total_steps:
             log.info(
                 "stopped at step %d of %d on request (%s), checkpoint in %s; run the same "
@@ -191,7 +213,8 @@ class TwhinTrainer:
 
 
 def run_training(run: PreparedRun, ctx: DistributedContext) -> bool:
-    """Train, then (rank 0) export the final embeddings and say where everything is.
+    """Train, then (rank 0) export the final embeddings (the best checkpoint's with early
+    stopping, else the last's) and say where everything is.
 
     Returns False when the ranks stopped early on request (after a checkpoint)."""
     started = time.perf_counter()
@@ -204,9 +227,10 @@ def run_training(run: PreparedRun, ctx: DistributedContext) -> bool:
         trainer.metrics.close()  # flushes and closes the TensorBoard event file
     # Free DMP before teardown: gloo work objects it keeps alive abort the process when they are
     # freed during interpreter finalization (see tml/core/distributed.py, `shutdown`).
+    stopper = trainer.early_stopping
     del trainer
     if ctx.is_chief and finished:
-        files = export(run.run_dir.root)
+        files = export(run.run_dir.root, stopper.export_choice() if stopper else None)
         log.info("done in %s", format_duration(time.perf_counter() - started))
         log.info("checkpoints: %s", run.run_dir.checkpoints)
         log.info("metrics:     %s", run.run_dir.metrics)

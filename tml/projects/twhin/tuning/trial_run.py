@@ -2,6 +2,8 @@
 
 The run writes `metrics.jsonl` like any other; each validation record (`split: validation`,
 `mrr`) is handed to `on_evaluation`, which reports it to Optuna and says whether to prune. A
+finished trial's value is its last validation MRR, or, when the run kept a best checkpoint
+(`training.early_stopping`), that checkpoint's: the model the run exported. A
 pruned or interrupted run is asked to stop with SIGTERM: the trainer checkpoints and exits 143
 (or 0 when it had just finished), so the trial's save dir can be resumed or exported like any
 run. The process is tied to the tuner: if the tuner dies, the kernel sends the run SIGTERM.
@@ -22,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from tml.core.checkpoint import CheckpointError, read_best
 from tml.projects.twhin.artifacts.run_dir import RunDir
 
 log = logging.getLogger("tml")
@@ -179,12 +182,23 @@ class TrialRun:
         if code == 0:
             if result.value is None:
                 return self._failed(result, "the run wrote no validation MRR to metrics.jsonl")
-            return result
+            return self._best_checkpoints_value(result)
         if code == BAD_INPUT:
             return self._failed(result, f"bad input (exit 2): {self._error_line()}")
         if code in SIGTERM_EXITS:
             return self._failed(result, "stopped by a SIGTERM the tuner did not send")
         return self._failed(result, f"training failed (exit {code}); see {self.log_path}")
+
+    def _best_checkpoints_value(self, result: TrialResult) -> TrialResult:
+        """With early stopping the run exported its best checkpoint: score that one's MRR."""
+        try:
+            best = read_best(RunDir.at(self.save_dir).checkpoints)
+        except CheckpointError as exc:
+            return self._failed(result, str(exc))
+        value = (best or {}).get("metrics", {}).get(METRIC)
+        if isinstance(value, int | float):
+            result.value = float(value)
+        return result
 
     def _failed(self, result: TrialResult, reason: str) -> TrialResult:
         result.outcome, result.reason = Outcome.FAILED, reason
