@@ -29,7 +29,8 @@ SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/c
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test test-fast test-resume lint format docs clean \
-	import-kinships run-kinships bench-quality bench bench-ranking bench-retrieval report lock \
+	import-kinships run-kinships bench-quality bench bench-ranking bench-retrieval bench-versions \
+	report lock \
 	tune-kinships
 
 help:  ## list the targets
@@ -152,6 +153,9 @@ bench-ranking: setup  ## each rank's peak RSS ranking a 4M x 64 table on 2 ranks
 
 bench-retrieval: setup  ## neighbors on a 1M x 64 table: index build, query time, peak RSS
 	$(PY) benchmarks/retrieval.py $(BENCH_ARGS)
+
+bench-versions: setup  ## v2 = v1 + 10 % entities: warm start vs from scratch, drift, placement
+	nice -n 10 $(PY) benchmarks/graph_versions.py $(BENCH_ARGS)
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
