@@ -13,7 +13,7 @@ is detached, so no gradient reaches its kernels.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -53,7 +53,8 @@ class AnchorTerm(nn.Module):
             found = lookups.lengths()[:positives] > 0
             ids = torch.full((positives,), -1, dtype=torch.int64, device=found.device)
             ids[found] = lookups.values()[: int(found.sum())]
-            old = found & real & (ids < self.old_rows[index])
+            old_rows = cast(torch.Tensor, self.old_rows)
+            old = found & real & (ids < old_rows[index])
             difference = live_rows[table][:positives] - anchored_rows[table][:positives].detach()
             total = total + (difference.pow(2).sum(-1) * old).sum()
         return self.strength * total / max(batch.relation_offsets[-1], 1)

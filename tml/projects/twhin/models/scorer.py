@@ -122,7 +122,7 @@ class EdgeScorer(nn.Module):
     def relation_parameters(self, relation: int) -> dict[str, torch.Tensor]:
         """Relation `relation`'s parameters by name, its reverse operator's prefixed
         `reverse.` (the names of relations.parquet); writable in place."""
-        parameters = dict(self.operators[relation].named_parameters())
+        parameters: dict[str, torch.Tensor] = dict(self.operators[relation].named_parameters())
         if self.reverse_operators is not None:
             for name, value in self.reverse_operators[relation].named_parameters():
                 parameters[f"reverse.{name}"] = value

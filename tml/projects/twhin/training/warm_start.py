@@ -108,7 +108,8 @@ def optimizer_targets(
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Checkpoint key -> this run's optimizer state tensor, for the per-row state that carries;
     and table -> its state names that start fresh."""
-    targets, fresh = {}, {}
+    targets: dict[str, Any] = {}
+    fresh: dict[str, list[str]] = {}
     for key, entry in optimizer_state["state"].items():
         table = table_in_key(key)
         if table is None or table not in tables.old_rows:
