@@ -1,6 +1,6 @@
 """Graph versions, piece by piece: ids kept by `import_kg --previous` and `synthetic --grow-from`,
 loading into the leading rows of a bigger table, the shrink check, the anchor term and the drift
-metrics (the warm start itself runs for real in tests/distributed/test_graph_versions.py)."""
+metrics (the warm start itself runs for real in tests/distributed/test_warm_start_grown.py)."""
 
 from __future__ import annotations
 

@@ -54,6 +54,8 @@ def shard_model(
     """
     model = TwhinModel(config, table_device=torch.device("meta"), anchor=anchor)
     model.scorer.to(device)
+    if model.anchors is not None:
+        model.anchor_term.to(device)
     apply_fused_optimizers(model, config, device.type)
     sharder = make_sharder()
     plan = plan_tables(model, config, sharder, device, world_size, local_size, lookups_per_step)

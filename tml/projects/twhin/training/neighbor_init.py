@@ -16,6 +16,7 @@ writes the means into the new rows of its own shards.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -99,7 +100,8 @@ def place_new_rows(
         for name, (old, new) in grown.items()
     }
     counts = {name: torch.zeros(new - old) for name, (old, new) in grown.items()}
-    scorer: EdgeScorer = sharded.model.module.scorer
+    # A CPU copy: the edges and old rows are read into host memory.
+    scorer: EdgeScorer = copy.deepcopy(sharded.model.module.scorer).cpu()
     means, norms = _table_stats(mine)
     with torch.no_grad():
         for piece in data.plan.pieces:
