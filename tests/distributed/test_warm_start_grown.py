@@ -17,6 +17,7 @@ from tml.core import safe_dcp
 from tml.projects.twhin.artifacts.checkpoints import load_tables
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.tools import synthetic
+from tml.projects.twhin.training.neighbor_init import PLACED_NORM
 
 OLD = {"user": 2000, "tweet": 3000, "advertiser": 100}
 MOMENTUM = "optim.state.tables.tables.embedding_bags.user.weight.user.momentum1"
@@ -35,7 +36,8 @@ def expected_neighbor_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     """neighbor_mean for translation operators, as training/neighbor_init.py defines it: an
     old neighbour contributes its row, moved from its table's mean to this table's mean (the
-    translation cancels); means are scaled to the table's mean row norm. (rows, placed mask)"""
+    translation cancels); means are scaled to PLACED_NORM x the table's mean row norm.
+    (rows, placed mask)"""
     means = {name: rows.mean(0) for name, rows in v1.items()}
     new = int(len(v1[table]) * 0.1)
     sums, counts = np.zeros((new, v1[table].shape[1])), np.zeros(new)
@@ -49,7 +51,7 @@ def expected_neighbor_means(
             counts[lhs - OLD[table]] += 1
     placed = counts > 0
     rows = sums[placed] / counts[placed, None]
-    norm = np.linalg.norm(v1[table], axis=1).mean()
+    norm = PLACED_NORM * np.linalg.norm(v1[table], axis=1).mean()
     return rows / np.linalg.norm(rows, axis=1, keepdims=True) * norm, placed
 
 
