@@ -63,10 +63,10 @@ class _OldRows:
 
 def _toward_lhs(scorer: EdgeScorer, relation: int, rhs: torch.Tensor) -> torch.Tensor:
     """Where an lhs sits that scores well with these rhs embeddings (see the module docstring)."""
-    reverse = scorer.reverse_operator(relation)
-    if reverse is not None:
-        return reverse(rhs)
-    operator = scorer.operator(relation)
+    # `operators[r]` / `reverse_operators[r]`: the per-relation views of any scorer layout.
+    if scorer.reverse_operators is not None:
+        return scorer.reverse_operators[relation](rhs)
+    operator = scorer.operators[relation]
     origin = torch.zeros(1, rhs.shape[-1], requires_grad=True)
     with torch.enable_grad():
         shift = operator(origin)  # op(0): the translation part of an affine operator
@@ -113,7 +113,7 @@ def place_new_rows(
                 if relation.rhs in grown:  # new rhs, old lhs in this rank's rows
                     keep = (rhs >= old_rows[relation.rhs]) & mine[relation.lhs].holds(lhs)
                     keep &= lhs < old_rows[relation.lhs]
-                    operator = scorer.operator(index)
+                    operator = scorer.operators[index]
                     moved = operator(mine[relation.lhs][lhs[keep]])
                     moved += means[relation.rhs] - operator(means[relation.lhs])
                     _add(sums, counts, relation.rhs, rhs[keep] - old_rows[relation.rhs], moved)
