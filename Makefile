@@ -29,8 +29,8 @@ SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/c
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test test-fast test-resume lint format docs clean \
-	import-kinships run-kinships bench-quality bench bench-ranking bench-retrieval report lock \
-	tune-kinships scaling-doc
+	import-kinships run-kinships bench-quality bench bench-ranking bench-retrieval bench-versions \
+	report lock tune-kinships scaling-doc
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -156,6 +156,9 @@ bench-retrieval: setup  ## neighbors on a 1M x 64 table: index build, query time
 # Plans on CPU in seconds: TorchRec's planner needs no GPU for a CUDA topology.
 scaling-doc: setup  ## docs/scaling.md: TorchRec's plans, memory, bytes and step time on 8-256 H100s
 	$(PY) benchmarks/scaling_plan.py --update docs/scaling.md
+
+bench-versions: setup  ## v2 = v1 + 10 % entities: warm start vs from scratch, drift, placement
+	nice -n 10 $(PY) benchmarks/graph_versions.py $(BENCH_ARGS)
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

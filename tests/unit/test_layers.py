@@ -18,7 +18,10 @@ from tests.conftest import REPO
 
 TML = REPO / "tml"
 PROJECT = "tml.projects.twhin"
-COMMANDS = ("run", "export", "evaluate", "neighbors", "report", "import_kg", "synthetic", "tune")
+COMMANDS = (
+    "run", "export", "evaluate", "neighbors", "report", "import_kg", "synthetic", "tune",
+    "compare",
+)  # fmt: skip
 
 LAYERS: list[list[str]] = [
     ["core"],

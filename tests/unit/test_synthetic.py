@@ -252,7 +252,7 @@ def test_failure_leaves_no_partial_output(tmp_path: Path, monkeypatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(synthetic_generator, "_write_communities", boom)
+    monkeypatch.setattr(synthetic_generator, "write_communities", boom)
     with pytest.raises(RuntimeError):
         generate(str(tmp_path / "out"), **dict(SMALL, num_edges=1000))
     assert os.listdir(tmp_path) == []

@@ -91,8 +91,10 @@ class TrainingConfig(BaseConfig):
     initial_checkpoint_dir: str | None = pydantic.Field(
         None,
         description="Warm start: a checkpoint directory (…/checkpoints/step_N) whose table "
-        "weights and relation parameters initialise this run; optimizer state starts fresh. "
-        "Ignored when save_dir already holds a checkpoint (then the run resumes).",
+        "weights (into the first rows of tables that grew since), their per-row optimizer "
+        "state and the relation parameters (by relation name) initialise this run; see the "
+        "warm_start section. Ignored when save_dir already holds a checkpoint (then the run "
+        "resumes).",
     )
     resume_optimizer: bool = pydantic.Field(
         True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pydantic
 
 from tml.core.config import BaseConfig
@@ -38,6 +40,25 @@ class EvaluationConfig(BaseConfig):
     )
 
 
+class WarmStartConfig(BaseConfig):
+    """How a warm start (`training.initial_checkpoint_dir`) treats a graph that grew."""
+
+    new_rows: Literal["random", "neighbor_mean"] = pydantic.Field(
+        "random",
+        description="Rows a table gained since the checkpoint (new entities): `random`, the "
+        "usual initialisation; `neighbor_mean`, the mean of the old embeddings of each new "
+        "entity's neighbours in train_data, through the relation operators (random where a new "
+        "entity has no old neighbour).",
+    )
+    anchor: pydantic.NonNegativeFloat = pydantic.Field(
+        0.0,
+        description="λ of an L2 pull of the old rows toward their warm-start values, on the "
+        "positives' rows of each step (λ * sum of squared differences, like the N3 term), so "
+        "versions stay comparable. 0: off. Keeps a frozen copy of the old rows, sharded like "
+        "the tables.",
+    )
+
+
 class TwhinConfig(BaseConfig):
     """Top level of a config YAML (the original TwHIN field set is accepted as is)."""
 
@@ -57,6 +78,10 @@ class TwhinConfig(BaseConfig):
     )
     evaluation: EvaluationConfig = pydantic.Field(
         default_factory=EvaluationConfig, description="Evaluation metrics."
+    )
+    warm_start: WarmStartConfig = pydantic.Field(
+        default_factory=WarmStartConfig,
+        description="New rows and the anchor of a warm start onto a grown graph.",
     )
 
     @pydantic.model_validator(mode="after")

@@ -44,6 +44,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help='field separator of all input files (default: TAB; COMMA allows "quoted" names)',
     )
     p.add_argument("--header", action="store_true", help="skip the first line of every input file")
+    p.add_argument(
+        "--previous",
+        metavar="DIR",
+        help="an earlier import's output: every name keeps its id there, new names get new ids "
+        "at the end of their table (the next version of a graph)",
+    )
     add_overwrite_flag(p)
     return p
 
@@ -63,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             delimiter=DELIMITERS[args.delimiter],
             header=args.header,
             overwrite=args.overwrite,
+            previous=args.previous,
         )
     except (KgImportError, OutputExistsError) as exc:
         message = " ".join(str(exc).split("\n"))

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from tml.core.files import OutputExistsError, add_overwrite_flag
-from tml.projects.twhin.tools.synthetic import SCHEMAS, generate
+from tml.projects.twhin.tools.synthetic import SCHEMAS, generate, grow
 
 _OPTIONS: tuple[tuple[str, type, object, str], ...] = (
     ("num_entities", int, 1_000_000, "entities of the homogeneous schema"),
@@ -52,6 +52,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "0.4,0.3,0.2,0.1 for twitter's follows,fav,retweet,click; 0.5,0.3,0.15,0.05 for "
         "homogeneous)",
     )
+    p.add_argument(
+        "--grow-from",
+        metavar="DIR",
+        help="write the next version of the graph in DIR: its entities, ids and edges plus "
+        "--new-fraction new entities per table and their edges (sizes come from DIR)",
+    )
+    p.add_argument(
+        "--new-fraction",
+        type=float,
+        default=0.1,
+        help="with --grow-from: new entities per table and new edges, as a fraction of DIR's "
+        "(default: 0.1)",
+    )
     add_overwrite_flag(p)
     return p
 
@@ -61,10 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     options = {name: getattr(args, name) for name, _, _, _ in _OPTIONS}
     try:
-        graph = generate(
-            args.out, schema=args.schema, relation_mix=args.relation_mix,
-            overwrite=args.overwrite, **options,
-        )  # fmt: skip
+        if args.grow_from:
+            graph = grow(
+                args.out, args.grow_from, new_fraction=args.new_fraction, seed=args.seed,
+                in_community=args.in_community, rows_per_file=args.rows_per_file,
+                row_group_size=args.row_group_size, overwrite=args.overwrite,
+            )  # fmt: skip
+        else:
+            graph = generate(
+                args.out, schema=args.schema, relation_mix=args.relation_mix,
+                overwrite=args.overwrite, **options,
+            )  # fmt: skip
     except (OutputExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
+from tml.projects.twhin.models.anchor import ANCHOR_SUFFIX, AnchorTerm, anchor_table_name
 from tml.projects.twhin.models.config import DataType, TwhinModelConfig
 from tml.projects.twhin.models.scorer import EdgeScorer
 
@@ -25,6 +26,11 @@ _TABLE_WEIGHT = re.compile(r"embedding_bags\.([^.]+)\.weight")
 def table_weight_key(table: str) -> str:
     """The key of a table's weight in `TwhinModel`'s (and its DMP's) state dict."""
     return f"tables.embedding_bags.{table}.weight"
+
+
+def anchor_weight_key(table: str) -> str:
+    """The key of a table's frozen copy (`warm_start.anchor`) in the model's state dict."""
+    return f"anchors.embedding_bags.{anchor_table_name(table)}.weight"
 
 
 def table_of_key(key: str) -> str | None:
@@ -39,11 +45,12 @@ def table_in_key(key: str) -> str | None:
     return match.group(1) if match else None
 
 
-def table_configs(config: TwhinModelConfig) -> list[EmbeddingBagConfig]:
-    """One TorchRec table per entity type, with one feature of the same name."""
+def table_configs(config: TwhinModelConfig, suffix: str = "") -> list[EmbeddingBagConfig]:
+    """One TorchRec table per entity type (named with `suffix`), with one feature named like
+    the entity type."""
     return [
         EmbeddingBagConfig(
-            name=table.name,
+            name=table.name + suffix,
             feature_names=[table.name],
             num_embeddings=table.num_embeddings,
             embedding_dim=table.embedding_dim,
@@ -57,11 +64,22 @@ def table_configs(config: TwhinModelConfig) -> list[EmbeddingBagConfig]:
 class TwhinModel(nn.Module):
     """Entity tables (an EmbeddingBagCollection, sharded by DMP) plus the edge scorer."""
 
-    def __init__(self, config: TwhinModelConfig, table_device: torch.device) -> None:
+    def __init__(
+        self, config: TwhinModelConfig, table_device: torch.device, anchor: float = 0.0
+    ) -> None:
         super().__init__()
         self.tables = EmbeddingBagCollection(tables=table_configs(config), device=table_device)
         self.scorer = EdgeScorer(config)
+        self.anchors: EmbeddingBagCollection | None = None  # warm_start.anchor's frozen copy
+        if anchor > 0:
+            self.anchors = EmbeddingBagCollection(
+                tables=table_configs(config, ANCHOR_SUFFIX), device=table_device
+            )
+            self.anchor_term = AnchorTerm([t.name for t in config.embeddings.tables], anchor)
 
     def forward(self, batch: EdgeBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         embeddings = self.tables(batch.lookups)
-        return self.scorer(embeddings, batch)
+        loss, output = self.scorer(embeddings, batch)
+        if self.anchors is not None:  # looked up every step: the pipeline fetches it anyway
+            loss = loss + self.anchor_term(embeddings, self.anchors(batch.lookups), batch)
+        return loss, output

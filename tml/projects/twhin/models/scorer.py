@@ -119,6 +119,15 @@ class EdgeScorer(nn.Module):
         """rev_r of relation `relation` (rhs -> lhs space); None without reciprocal relations."""
         return None if self.reverse_operators is None else self.reverse_operators[relation]
 
+    def relation_parameters(self, relation: int) -> dict[str, torch.Tensor]:
+        """Relation `relation`'s parameters by name, its reverse operator's prefixed
+        `reverse.` (the names of relations.parquet); writable in place."""
+        parameters: dict[str, torch.Tensor] = dict(self.operators[relation].named_parameters())
+        if self.reverse_operators is not None:
+            for name, value in self.reverse_operators[relation].named_parameters():
+                parameters[f"reverse.{name}"] = value
+        return parameters
+
     def forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -17,6 +17,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from tml.core.lr_schedules import LearningRate, learning_rate_at
 from tml.core.optimizers import dense_optimizer_factory, fused_table_optimizer
+from tml.projects.twhin.models.anchor import ANCHOR_SUFFIX
 from tml.projects.twhin.models.config import TwhinModelConfig
 from tml.projects.twhin.models.model import TwhinModel, table_of_key
 
@@ -32,6 +33,9 @@ def apply_fused_optimizers(model: TwhinModel, config: TwhinModelConfig, device_t
         )
         weight = model.tables.embedding_bags[table.name].weight
         apply_optimizer_in_backward(fused.optimizer_class, [weight], dict(fused.kwargs))
+    if model.anchors is not None:  # the frozen copy: no gradient reaches it (models/anchor.py)
+        frozen = list(model.anchors.parameters())
+        apply_optimizer_in_backward(torch.optim.SGD, frozen, {"lr": 0.0})
 
 
 class LearningRates:
@@ -87,7 +91,9 @@ def _named_param_groups(
         }
         if len(tables) != 1:
             raise RuntimeError(f"expected one table per fused optimizer group, got {tables}")
-        groups.append((tables.pop(), group))
+        table = tables.pop()
+        if not table.endswith(ANCHOR_SUFFIX):  # the anchor's frozen copy is never updated
+            groups.append((table, group))
     if relations_optimizer is not None:
         groups += [(RELATIONS_GROUP, group) for group in relations_optimizer.param_groups]
     return groups

@@ -45,13 +45,17 @@ def shard_model(
     world_size: int,
     local_size: int,
     lookups_per_step: int,
+    anchor: float = 0.0,
 ) -> ShardedTwhin:
     """Build, plan, shard and initialise the model; build its combined optimizer.
 
     `lookups_per_step`: rows a rank looks up per step (`SlotLayout.num_slots`), for the planner.
+    `anchor`: `warm_start.anchor` (above 0, the model keeps a frozen copy of the tables).
     """
-    model = TwhinModel(config, table_device=torch.device("meta"))
+    model = TwhinModel(config, table_device=torch.device("meta"), anchor=anchor)
     model.scorer.to(device)
+    if model.anchors is not None:
+        model.anchor_term.to(device)
     apply_fused_optimizers(model, config, device.type)
     sharder = make_sharder()
     plan = plan_tables(model, config, sharder, device, world_size, local_size, lookups_per_step)

@@ -11,6 +11,7 @@ otherwise. Modules: run_data (reading), plots (figures), page (html); the comman
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.run_report.page import write_page
@@ -20,8 +21,13 @@ from tml.projects.twhin.run_report.run_data import RunData
 DEFAULT_SAMPLE = 2000
 
 
-def write_report(save_dir: str | Path, sample: int = DEFAULT_SAMPLE) -> Path:
-    """Draw every plot the run has data for, then the page; returns index.html's path."""
+def write_report(
+    save_dir: str | Path,
+    sample: int = DEFAULT_SAMPLE,
+    extra: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Path:
+    """Draw every plot the run has data for, then the page; returns index.html's path.
+    `extra`: more (title, record) tables for the page, e.g. the drift since a previous run."""
     save_dir = Path(save_dir)
     run = RunData.read(save_dir, sample)
     out = RunDir(save_dir).report
@@ -32,4 +38,4 @@ def write_report(save_dir: str | Path, sample: int = DEFAULT_SAMPLE) -> Path:
             drawn.append((name, caption))
         else:
             (out / name).unlink(missing_ok=True)  # an older report's plot would be stale
-    return write_page(run, drawn, out / "index.html")
+    return write_page(run, drawn, out / "index.html", extra or [])

@@ -65,8 +65,14 @@ def final_metrics(run: RunData) -> list[tuple[str, dict[str, Any]]]:
     return sections
 
 
-def write_page(run: RunData, plots: list[tuple[str, str]], path: Path) -> Path:
-    """index.html beside the plots; `plots` is (file name, caption) in display order."""
+def write_page(
+    run: RunData,
+    plots: list[tuple[str, str]],
+    path: Path,
+    extra: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Path:
+    """index.html beside the plots; `plots` is (file name, caption) in display order, `extra`
+    more (title, record) tables after the final metrics."""
     generated = datetime.datetime.now().isoformat(timespec="seconds")
     title = f"Run report: {run.save_dir.resolve()}"
     parts = [
@@ -77,7 +83,7 @@ def write_page(run: RunData, plots: list[tuple[str, str]], path: Path) -> Path:
         f"<p>Generated {generated} by <code>python -m tml.projects.twhin.report</code>.</p>",
         "<h2>Final metrics</h2>",
     ]
-    sections = final_metrics(run)
+    sections = final_metrics(run) + list(extra or [])
     parts += [_table(t, r) for t, r in sections] or ["<p>No metrics recorded.</p>"]
     parts.append("<h2>Plots</h2>")
     for name, caption in plots:

@@ -61,6 +61,11 @@ def check_save_dir(run_dir: RunDir, config: TwhinConfig) -> None:
 def check_initial_checkpoint(run_dir: RunDir, config: TwhinConfig) -> None:
     """A warm start (used only when the save dir has no checkpoint yet) must name a checkpoint."""
     initial = config.training.initial_checkpoint_dir
+    if config.warm_start.anchor > 0 and not initial:
+        raise ConfigError(
+            "warm_start.anchor: pulls rows toward a previous version's values; set "
+            "training.initial_checkpoint_dir to that version's checkpoint (or the anchor to 0)"
+        )
     if initial and not step_directories(run_dir.checkpoints):
         if not (Path(initial) / ".metadata").is_file():
             raise ConfigError(

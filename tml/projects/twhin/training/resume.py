@@ -12,13 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from torch.distributed.checkpoint.api import CheckpointException
-
-from tml.core import safe_dcp
 from tml.core.checkpoint import (
     CheckpointError,
     CheckpointManager,
-    describe_failure,
     global_shapes,
     saved_shapes,
     shape_mismatches,
@@ -29,9 +25,10 @@ from tml.core.errors import InputError
 from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
-from tml.projects.twhin.models.model import table_in_key, table_of_key
+from tml.projects.twhin.models.model import table_in_key
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin
 from tml.projects.twhin.training.state import StartPoint, TrainerState
+from tml.projects.twhin.training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +54,7 @@ def restore(
                 "move the damaged step_* folders away to start from scratch"
             )
         if config.training.initial_checkpoint_dir:
-            warm_start(sharded, config, Path(config.training.initial_checkpoint_dir))
+            warm_start(sharded, config, Path(config.training.initial_checkpoint_dir), data)
         return StartPoint(0, 0, 0)
     if not config.training.resume_optimizer:
         del state[OPTIMIZER_STATE]
@@ -116,36 +113,3 @@ def optimizer_problem(path: Path, problems: list[str], config: TwhinConfig) -> s
         f"cannot resume the optimizer state of {what} from {path} ({problems[0]}): {why}; set "
         "training.resume_optimizer: false to restore the weights and start the optimizer fresh"
     )
-
-
-def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
-    """Weights of the tables and relation parameters that `path` holds under the same names;
-    the optimizer starts fresh. A same-named tensor of another shape is an error."""
-    try:
-        saved = saved_shapes(path)
-    except CheckpointError as exc:
-        raise ResumeError(f"training.initial_checkpoint_dir: {exc}") from None
-    model_state = sharded.model.state_dict()
-    shared = {k: v for k, v in global_shapes(model_state, f"{MODEL_STATE}.").items() if k in saved}
-    problems = shape_mismatches(saved, shared)
-    if problems:
-        raise ResumeError(
-            f"training.initial_checkpoint_dir {path}: {problems[0]}; warm starting needs tables "
-            "of the same size (num_embeddings, embedding_dim)"
-        )
-    state = {MODEL_STATE: {k: v for k, v in model_state.items() if f"{MODEL_STATE}.{k}" in shared}}
-    try:
-        safe_dcp.load(state, path)
-    except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
-        raise ResumeError(
-            f"training.initial_checkpoint_dir {path}: cannot load its weights "
-            f"({describe_failure(exc)})"
-        ) from None
-    sharded.model.load_state_dict(state[MODEL_STATE], strict=False)
-    tables = {table for key in state[MODEL_STATE] if (table := table_of_key(key)) is not None}
-    fresh = [t.name for t in config.model.embeddings.tables if t.name not in tables]
-    log.info(
-        "warm-started table weights (%s) and relation parameters from %s%s",
-        ", ".join(sorted(tables)), path,
-        f"; tables not in it start fresh: {', '.join(fresh)}" if fresh else "",
-    )  # fmt: skip

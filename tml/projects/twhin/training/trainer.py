@@ -68,6 +68,7 @@ class TwhinTrainer:
         self.sharded: ShardedTwhin = shard_model(
             self.config.model, ctx.device, training.seed, ctx.world_size, ctx.local_world_size,
             lookups_per_step=run.train_data.builder.layout.num_slots,
+            anchor=self.config.warm_start.anchor,
         )  # fmt: skip
         paths = run.run_dir
         self.checkpoints = CheckpointManager(

@@ -6,6 +6,7 @@ Reading goes through the `reading` module's attributes, so tests can wrap `readi
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tml.projects.twhin.tools.import_kg.config_file import (
     write_config,
 )
 from tml.projects.twhin.tools.import_kg.errors import KgImportError
+from tml.projects.twhin.tools.import_kg.previous import Presence, seed_vocabulary
 from tml.projects.twhin.tools.import_kg.reading import DEFAULT_BLOCK_SIZE, EDGE_COLUMNS
 from tml.projects.twhin.tools.import_kg.vocabulary import Vocabulary
 from tml.projects.twhin.tools.import_kg.writing import (
@@ -63,8 +65,12 @@ def import_kg(
     header: bool = False,
     overwrite: bool = False,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    previous: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Import (head, relation, tail) text files into ``out``; return the summary.
+
+    With ``previous`` (an earlier import's output), every name and relation keeps its id there
+    and new names get the next ids (previous.py).
 
     Raises `KgImportError` for unusable input (naming the file and line) and
     `OutputExistsError` when ``out`` is non-empty and ``overwrite`` is false; nothing is written
@@ -78,6 +84,10 @@ def import_kg(
     types_path = os.path.abspath(types) if types is not None else None
     type_map = reading.read_types(types_path, delimiter, header, block_size) if types_path else None
     vocabulary = Vocabulary(type_map, types_path)
+    if previous is not None:
+        seed_vocabulary(vocabulary, Path(os.path.abspath(previous)))
+    previous_sizes = {table: len(names) for table, names in vocabulary.tables.items()}
+    presence = Presence()
 
     tmp = staging_directory(out_dir)
     try:
@@ -85,7 +95,9 @@ def import_kg(
         for split, path in files.items():
             writer = edge_writer(tmp / split)
             for rows in reading.read_rows(path, EDGE_COLUMNS, delimiter, header, block_size):
-                writer.append(*vocabulary.encode(path, rows, split))
+                ids = vocabulary.encode(path, rows, split)
+                presence.mark(vocabulary, *ids)
+                writer.append(*ids)
             writer.close()
             edges[split] = writer.num_rows
         if edges["train"] == 0:
@@ -93,6 +105,8 @@ def import_kg(
         write_vocabularies(tmp / VOCAB_DIR, vocabulary)
         write_relations(tmp / "relations.parquet", vocabulary)
         command = command_line(files, out_dir, operator, dim, types_path, delimiter, header)
+        if previous is not None:
+            command += f" --previous {shlex.quote(os.path.abspath(previous))}"
         config = build_config(out_dir, vocabulary, edges, operator, dim)
         header_lines = config_header(out_dir, files, types_path, command)
         write_config(tmp / "config.yaml", config, header_lines)
@@ -106,14 +120,26 @@ def import_kg(
         "tables": {table: len(names) for table, names in vocabulary.tables.items()},
         "relations": len(vocabulary.relation_info),
         "edges": edges,
-    }
+        **({"previous": {"path": os.path.abspath(previous), "tables": previous_sizes,
+                         "absent": presence.absent(vocabulary, previous_sizes)}}
+           if previous is not None else {}),
+    }  # fmt: skip
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The CLI's one line: entities per table, relations, edges per split, where."""
     tables = ", ".join(f"{table} {size}" for table, size in summary["tables"].items())
     edges = ", ".join(f"{split} {count}" for split, count in summary["edges"].items())
-    return (
+    line = (
         f"imported {summary['out']}: entities: {tables}; relations: {summary['relations']}; "
         f"edges: {edges}; config: {summary['config']}"
     )
+    if "previous" in summary:
+        before = summary["previous"]
+        grown = ", ".join(
+            f"{table} +{summary['tables'][table] - before['tables'].get(table, 0)} new, "
+            f"{before['absent'].get(table, 0)} absent from the new edges"
+            for table in summary["tables"]
+        )
+        line += f"; ids kept from {before['path']}: {grown}"
+    return line

@@ -18,7 +18,7 @@ DEFAULT_TABLE = "entity"
 
 
 @dataclass
-class _Relation:
+class Relation:
     name: str
     lhs: int  # table index
     rhs: int
@@ -35,7 +35,7 @@ class Vocabulary:
     tables: dict[str, dict[str, int]] = field(default_factory=dict)
     relations: dict[str, int] = field(default_factory=dict)
     relation_names: list[str] = field(default_factory=list)
-    relation_info: list[_Relation] = field(default_factory=list)
+    relation_info: list[Relation] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.types is None:
@@ -106,7 +106,7 @@ class Vocabulary:
             if relation == len(self.relation_info):
                 where = f"{path}: line {rows.first_line + row}"
                 name = self.relation_names[relation]
-                self.relation_info.append(_Relation(name, int(lhs[row]), int(rhs[row]), where))
+                self.relation_info.append(Relation(name, int(lhs[row]), int(rhs[row]), where))
         expected_lhs = np.array([info.lhs for info in self.relation_info], dtype=np.int64)
         expected_rhs = np.array([info.rhs for info in self.relation_info], dtype=np.int64)
         untyped = (lhs < 0) | (rhs < 0)

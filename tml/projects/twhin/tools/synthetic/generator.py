@@ -43,7 +43,7 @@ COMMUNITY_SCHEMA = pa.schema(
 )
 
 
-def _write_communities(path: Path, samplers: dict[str, TableSampler]) -> None:
+def write_communities(path: Path, samplers: dict[str, TableSampler]) -> None:
     """Write ground-truth communities so quality checks can score the embeddings."""
     names, ids, comms = [], [], []
     for table, s in samplers.items():
@@ -123,7 +123,7 @@ def generate(
             staging, is_validation, rows_per_file, row_group_size,
             lambda n: generate_edges(n, graph_schema, mix, samplers, in_community, edge_rng),
         )  # fmt: skip
-        _write_communities(staging / COMMUNITIES_FILE, samplers)
+        write_communities(staging / COMMUNITIES_FILE, samplers)
         graph = {
             "tables": dict(sizes),
             "schema": schema,

@@ -39,6 +39,14 @@ class TableSampler:
     def build(cls, size: int, num_communities: int, rng: np.random.Generator) -> TableSampler:
         """Assign random communities and scattered Zipf popularities to ``size`` entities."""
         community = rng.integers(0, num_communities, size=size, dtype=np.int64)
+        return cls.with_communities(community, num_communities, rng)
+
+    @classmethod
+    def with_communities(
+        cls, community: np.ndarray, num_communities: int, rng: np.random.Generator
+    ) -> TableSampler:
+        """Scattered Zipf popularities for entities of the given communities."""
+        size = len(community)
         lhs_rank = rng.permutation(size)
         rhs_rank = rng.permutation(size)
         lhs_weight = (lhs_rank + 1.0) ** -LHS_ZIPF_ALPHA
