@@ -36,10 +36,8 @@ def train(config: TwhinConfig, save_dir: str) -> None:
     relations = shape.relation_tables
     local = GLOBAL_BATCH // ctx.world_size
     builder = EdgeBatchBuilder(
-        shape,
-        SlotLayout(batch_size=local, global_negatives=4, in_batch_negatives=0,
-                   num_relations=len(relations)),
-    )  # fmt: skip
+        SlotLayout(shape, batch_size=local, global_negatives=4, in_batch_negatives=0)
+    )
 
     def batches():
         for step in range(STEPS):

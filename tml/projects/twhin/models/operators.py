@@ -2,9 +2,13 @@
 
     score(lhs, rel, rhs) = comparator( op_rel(e_lhs), e_rhs )
 
-Each operator is a small `nn.Module` holding its relation's trained parameters, registered by name
-so the config can pick one per relation. Adding an operator is one class with `@register_operator`.
-Operators work on any leading shape `(..., lhs_dim) -> (..., rhs_dim)`.
+One module holds the operators of every relation of one kind (and tables) that the scorer scores
+together: each parameter is stacked, `(relations, ...)`, and `forward(lhs, relation)` gathers the
+parameters of each row's relation (PyTorch-BigGraph's dynamic relations), so a thousand relations
+cost one set of tensor operations, not a thousand. `relation(i)` is one relation's operator as a
+module on any shape, for ranking, export and search. Operators are registered by name so the
+config picks one per relation; adding one is one class with `@register_operator` that says its
+parameters at initialisation and how they transform a row of embeddings.
 """
 
 from __future__ import annotations
@@ -19,14 +23,19 @@ from tml.core.registry import Registry
 
 
 class RelationOperator(nn.Module, abc.ABC):
-    """Maps lhs embeddings `(..., lhs_dim)` to the rhs space `(..., rhs_dim)`."""
+    """The operators of `count` relations, parameters stacked on dim 0; maps lhs embeddings
+    `(n, m, lhs_dim)` to the rhs space `(n, m, rhs_dim)`, row i by relation `relation[i]`."""
 
     name: ClassVar[str]  # set by the registry
 
-    def __init__(self, lhs_dim: int, rhs_dim: int) -> None:
+    def __init__(self, lhs_dim: int, rhs_dim: int, count: int = 1) -> None:
         super().__init__()
         self.lhs_dim = lhs_dim
         self.rhs_dim = rhs_dim
+        self.count = count
+        for name, value in self.initial_parameters().items():
+            stacked = value.expand(count, *value.shape).clone()
+            self.register_parameter(name, nn.Parameter(stacked))
 
     @classmethod
     def dimension_problem(cls, lhs_dim: int, rhs_dim: int) -> str | None:
@@ -38,9 +47,41 @@ class RelationOperator(nn.Module, abc.ABC):
             )
         return None
 
+    def initial_parameters(self) -> dict[str, torch.Tensor]:
+        """One relation's parameters at initialisation, by name (none by default)."""
+        return {}
+
     @abc.abstractmethod
+    def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`lhs (n, m, lhs_dim)` -> `(n, m, rhs_dim)`; `parameters[name] (n, ...)` are row i's."""
+
+    def forward(self, lhs: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        """`lhs (n, m, lhs_dim)`, `relation (n,)` (indices into the stack) -> `(n, m, rhs_dim)`."""
+        gathered = {name: value[relation] for name, value in self.named_parameters(recurse=False)}
+        return self.transform(lhs, gathered)
+
+    def parameters_of(self, index: int) -> dict[str, torch.Tensor]:
+        """Relation `index`'s parameters, by name (views of the stacked ones)."""
+        return {name: value[index] for name, value in self.named_parameters(recurse=False)}
+
+    def relation(self, index: int) -> OneRelation:
+        """Relation `index`'s operator alone, on embeddings of any shape."""
+        return OneRelation(self, index)
+
+
+class OneRelation(nn.Module):
+    """One relation of a stacked operator: `(..., lhs_dim) -> (..., rhs_dim)`, sharing the
+    stack's parameters (what ranking, export and search apply to whole tables)."""
+
+    def __init__(self, stack: RelationOperator, index: int) -> None:
+        super().__init__()
+        self.stack = stack
+        self.index = index
+
     def forward(self, lhs: torch.Tensor) -> torch.Tensor:
-        """`(..., lhs_dim)` -> `(..., rhs_dim)`."""
+        relation = torch.full((1,), self.index, dtype=torch.long, device=lhs.device)
+        out = self.stack(lhs.reshape(1, -1, lhs.shape[-1]), relation)
+        return out.reshape(*lhs.shape[:-1], out.shape[-1])
 
 
 OPERATORS: Registry[RelationOperator] = Registry("operator")
@@ -51,7 +92,7 @@ register_operator = OPERATORS.register
 class Identity(RelationOperator):
     """op(x) = x: the relation only selects which tables meet (no parameters)."""
 
-    def forward(self, lhs: torch.Tensor) -> torch.Tensor:
+    def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         return lhs
 
 
@@ -59,24 +100,22 @@ class Identity(RelationOperator):
 class Translation(RelationOperator):
     """op(x) = x + t_r (TransE, TwHIN's operator). t_r starts at zero."""
 
-    def __init__(self, lhs_dim: int, rhs_dim: int) -> None:
-        super().__init__(lhs_dim, rhs_dim)
-        self.translation = nn.Parameter(torch.zeros(rhs_dim))
+    def initial_parameters(self) -> dict[str, torch.Tensor]:
+        return {"translation": torch.zeros(self.rhs_dim)}
 
-    def forward(self, lhs: torch.Tensor) -> torch.Tensor:
-        return lhs + self.translation
+    def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        return lhs + parameters["translation"].unsqueeze(-2)
 
 
 @register_operator("diagonal")
 class Diagonal(RelationOperator):
     """op(x) = x ∘ d_r, an element-wise scaling (DistMult with the dot comparator). d_r starts at 1."""
 
-    def __init__(self, lhs_dim: int, rhs_dim: int) -> None:
-        super().__init__(lhs_dim, rhs_dim)
-        self.diagonal = nn.Parameter(torch.ones(rhs_dim))
+    def initial_parameters(self) -> dict[str, torch.Tensor]:
+        return {"diagonal": torch.ones(self.rhs_dim)}
 
-    def forward(self, lhs: torch.Tensor) -> torch.Tensor:
-        return lhs * self.diagonal
+    def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        return lhs * parameters["diagonal"].unsqueeze(-2)
 
 
 @register_operator("complex_diagonal")
@@ -84,12 +123,6 @@ class ComplexDiagonal(RelationOperator):
     """ComplEx: the first half of x is the real part, the second the imaginary part, and
     op(x) = x ⊙ r_r is a complex element-wise product. With the dot comparator the score is
     Re(<h ⊙ r, conj(t)>). r_r starts at 1 + 0i."""
-
-    def __init__(self, lhs_dim: int, rhs_dim: int) -> None:
-        super().__init__(lhs_dim, rhs_dim)
-        half = rhs_dim // 2
-        self.real = nn.Parameter(torch.ones(half))
-        self.imaginary = nn.Parameter(torch.zeros(half))
 
     @classmethod
     def dimension_problem(cls, lhs_dim: int, rhs_dim: int) -> str | None:
@@ -99,13 +132,16 @@ class ComplexDiagonal(RelationOperator):
             return f"operator 'complex_diagonal' needs an even embedding_dim (got {lhs_dim})"
         return None
 
-    def forward(self, lhs: torch.Tensor) -> torch.Tensor:
+    def initial_parameters(self) -> dict[str, torch.Tensor]:
+        half = self.rhs_dim // 2
+        return {"real": torch.ones(half), "imaginary": torch.zeros(half)}
+
+    def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         real, imaginary = lhs.chunk(2, dim=-1)
+        r_real = parameters["real"].unsqueeze(-2)
+        r_imaginary = parameters["imaginary"].unsqueeze(-2)
         return torch.cat(
-            [
-                real * self.real - imaginary * self.imaginary,
-                real * self.imaginary + imaginary * self.real,
-            ],
+            [real * r_real - imaginary * r_imaginary, real * r_imaginary + imaginary * r_real],
             dim=-1,
         )
 
@@ -115,13 +151,12 @@ class Linear(RelationOperator):
     """op(x) = A_r x, a full matrix (RESCAL-like); joins tables of different dims.
     A_r starts as the identity (or its rectangular cut)."""
 
-    def __init__(self, lhs_dim: int, rhs_dim: int) -> None:
-        super().__init__(lhs_dim, rhs_dim)
-        self.matrix = nn.Parameter(torch.eye(rhs_dim, lhs_dim))
-
     @classmethod
     def dimension_problem(cls, lhs_dim: int, rhs_dim: int) -> str | None:
         return None
 
-    def forward(self, lhs: torch.Tensor) -> torch.Tensor:
-        return lhs @ self.matrix.T
+    def initial_parameters(self) -> dict[str, torch.Tensor]:
+        return {"matrix": torch.eye(self.rhs_dim, self.lhs_dim)}
+
+    def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        return lhs @ parameters["matrix"].mT  # (n, m, lhs_dim) @ (n, lhs_dim, rhs_dim)

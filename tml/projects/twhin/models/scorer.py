@@ -17,18 +17,19 @@ from torch.profiler import record_function
 from tml.core.profiling import SCORING_RANGE
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES, NO_NEGATIVE, split_candidates
-from tml.projects.twhin.models.operators import OPERATORS
+from tml.projects.twhin.models.operators import OPERATORS, OneRelation, RelationOperator
 
 if TYPE_CHECKING:
     from torchrec.sparse.jagged_tensor import KeyedTensor
 
     from tml.projects.twhin.batch.edge_batch import EdgeBatch
+    from tml.projects.twhin.batch.layout import Bucket
     from tml.projects.twhin.models.config import TwhinModelConfig
 
 
 @dataclass
 class ChunkScores:
-    """A group of one relation's positives (its full chunks, or its shorter last chunk), each
+    """A bucket of positives (chunks of one width, see `Bucket`), each
     with its candidates (see losses.py): one `(n, m)` score matrix per side, the positive in
     column `target`, and their loss."""
 
@@ -77,15 +78,19 @@ class EdgeScorer(nn.Module):
     lhs is what is being predicted: score'(l, r, t) = comparator(e_l, rev_r(e_t)), trained on
     the lhs-corrupted negatives (as PyTorch-BigGraph does).
 
-    Negatives, per relation (its positives are one contiguous slice of the batch):
-    * uniform: G sampled lhs and G rhs entities, drawn once per relation and batch (scored
-      against all its positives) or, with `global_negatives_per_chunk`, once per chunk (scored
-      against that chunk's positives); one (batched) matrix product per side;
-    * in-batch: the positives are cut into chunks of K + 1 (the last one shorter, scored as a
-      group of its own, so nothing is padded); in a chunk, S[i, j] = score(l_i, t_j)
-      for all pairs is one batched matrix product, whose row i holds positive i's rhs-corrupted
-      scores and whose column j holds positive j's lhs-corrupted ones. No embedding is
-      gathered or copied per negative.
+    Relations of one operator kind between the same tables form a scoring group: their operator
+    parameters are stacked (operators.py) and gathered per chunk, so the work of a step grows
+    with the number of groups and chunk widths (the batch's buckets), not with the relations.
+
+    Negatives, per positive:
+    * in-batch: a relation's positives are cut into chunks of K + 1 (the last one shorter); the
+      batch lays each group's chunks of one width side by side (a bucket), so a bucket is
+      `(chunks, width, d)` and S[c, i, j] = score(l_i, t_j) for all pairs of every chunk is one
+      batched matrix product, whose row i holds positive i's rhs-corrupted scores and whose
+      column j holds positive j's lhs-corrupted ones. No embedding is copied per negative.
+    * uniform: G lhs and G rhs entities drawn per table and batch (shared by every positive
+      whose relation uses that table on that side) or, with `global_negatives_per_chunk`, per
+      chunk; one (batched) matrix product per bucket and side.
 
     The diagonal of S holds the positives themselves, so each positive's candidates (losses.py)
     are its row and column of S plus its uniform negatives, laid side by side with the positive
@@ -96,19 +101,83 @@ class EdgeScorer(nn.Module):
         super().__init__()
         dims = {table.name: table.embedding_dim for table in config.embeddings.tables}
         self.relations = [(rel.lhs, rel.rhs) for rel in config.relations]
-        self.operators = nn.ModuleList(
-            OPERATORS[rel.operator](dims[rel.lhs], dims[rel.rhs]) for rel in config.relations
-        )
-        self.reverse_operators = (
-            nn.ModuleList(
-                OPERATORS[rel.operator](dims[rel.rhs], dims[rel.lhs]) for rel in config.relations
-            )
-            if config.reciprocal_relations
-            else None
-        )
+        self.relation_groups = config.scoring_groups()
+        self.members: list[list[int]] = [[] for _ in range(max(self.relation_groups) + 1)]
+        for relation, group in enumerate(self.relation_groups):
+            self.members[group].append(relation)
+        self.group_tables = [self.relations[members[0]] for members in self.members]
+        kinds = [config.relations[members[0]].operator for members in self.members]
+
+        def stacks(reverse: bool) -> nn.ModuleList:
+            return nn.ModuleList(
+                OPERATORS[kind](dims[rhs if reverse else lhs], dims[lhs if reverse else rhs],
+                                len(members))
+                for kind, (lhs, rhs), members in zip(kinds, self.group_tables, self.members,
+                                                     strict=True)
+            )  # fmt: skip
+
+        self.operator_groups = stacks(reverse=False)
+        self.reverse_operator_groups = stacks(reverse=True) if config.reciprocal_relations else None
+        place = [0] * len(self.relations)
+        for members in self.members:
+            for index, relation in enumerate(members):
+                place[relation] = index
+        self.place = place  # relation -> its row in its group's stacked parameters
+        self._place = torch.tensor(place)  # the same, moved to the batches' device on first use
         self.comparator = COMPARATORS[config.comparator]()
         self.loss_function = LOSSES[config.loss](margin=config.margin)
         self.regularization = config.regularization
+
+    # -- one relation's operators (ranking, export, search) --------------------------------------
+
+    @property
+    def operators(self) -> list[OneRelation]:
+        """The operator of each relation, as a module on embeddings of any shape."""
+        return self._per_relation(self.operator_groups)
+
+    @property
+    def reverse_operators(self) -> list[OneRelation] | None:
+        """The reverse operator of each relation, or None without reciprocal relations."""
+        if self.reverse_operator_groups is None:
+            return None
+        return self._per_relation(self.reverse_operator_groups)
+
+    def _per_relation(self, stacks: nn.ModuleList) -> list[OneRelation]:
+        return [
+            cast(RelationOperator, stacks[group]).relation(self.place[relation])
+            for relation, group in enumerate(self.relation_groups)
+        ]
+
+    def relation_parameters(self, relation: int) -> dict[str, torch.Tensor]:
+        """Relation `relation`'s parameters by name, its reverse operator's prefixed
+        `reverse.` (the names of relations.parquet)."""
+        parameters = {}
+        for prefix, stacks in (
+            ("", self.operator_groups),
+            ("reverse.", self.reverse_operator_groups),
+        ):
+            if stacks is not None:
+                stack = cast(RelationOperator, stacks[self.relation_groups[relation]])
+                for name, value in stack.parameters_of(self.place[relation]).items():
+                    parameters[prefix + name] = value
+        return parameters
+
+    def per_relation_names(self) -> dict[str, list[str]]:
+        """Each stacked parameter's state-dict name -> the names its rows had when every
+        relation held its own operator module (`operators.<r>.<name>`, the checkpoints of
+        earlier versions): row i is the i-th name."""
+        names = {}
+        for stacked, single in (("operator_groups", "operators"),
+                                ("reverse_operator_groups", "reverse_operators")):  # fmt: skip
+            stacks = getattr(self, stacked)
+            if stacks is None:
+                continue
+            for group, (stack, members) in enumerate(zip(stacks, self.members, strict=True)):
+                for name, _ in stack.named_parameters(recurse=False):
+                    names[f"{stacked}.{group}.{name}"] = [f"{single}.{r}.{name}" for r in members]
+        return names
+
+    # -- scoring a batch --------------------------------------------------------------------------
 
     def forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch
@@ -119,43 +188,66 @@ class EdgeScorer(nn.Module):
     def _forward(
         self, embeddings: KeyedTensor, batch: EdgeBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if batch.layout.graph.groups != self.relation_groups:
+            raise ValueError("the batch's scoring groups are not this model's; build batches "
+                             "from model.graph_shape()")  # fmt: skip
         size = batch.relation.shape[0]
-        offsets = batch.relation_offsets
         # The batch contract says which piece of the lookups is what. One split per table: its
-        # backward is one concatenation, where slicing per group would materialise a zero
+        # backward is one concatenation, where slicing per bucket would materialise a zero
         # gradient of the whole table output per slice.
-        split = batch.pieces()
+        split = batch.pieces
         num_global = batch.layout.global_negatives
         pieces = {
             name: rows.split(split.split_sizes) for name, rows in per_table(embeddings).items()
         }
+        if self._place.device != batch.relation.device:
+            self._place = self._place.to(batch.relation.device)
         parts = []
-        for index, group in enumerate(split.groups):
-            lhs_table, rhs_table = self.relations[group.relation]
-            lhs_negatives = pieces[lhs_table][split.lhs_negatives_piece(index)]
-            rhs_negatives = pieces[rhs_table][split.rhs_negatives_piece(index)]
+        for index, bucket in enumerate(split.buckets):
+            lhs_table, rhs_table = self.group_tables[bucket.group]
+            chunks, width = bucket.num_chunks, bucket.width
+            # Each chunk is one relation's: its first row says which.
+            relation = batch.relation[bucket.start : bucket.stop].view(chunks, width)[:, 0]
+            lhs_negatives = pieces[lhs_table][split.lhs_negatives[index]]
+            rhs_negatives = pieces[rhs_table][split.rhs_negatives[index]]
             if split.per_chunk:  # (chunks * G, d) -> (chunks, G, d)
-                lhs_negatives = lhs_negatives.view(group.num_chunks, num_global, -1)
-                rhs_negatives = rhs_negatives.view(group.num_chunks, num_global, -1)
+                lhs_negatives = lhs_negatives.view(chunks, num_global, -1)
+                rhs_negatives = rhs_negatives.view(chunks, num_global, -1)
             parts.append(
-                self._score_chunks(
-                    group.relation,
-                    lhs=pieces[lhs_table][split.lhs_piece(index)],
-                    rhs=pieces[rhs_table][split.rhs_piece(index)],
+                self._score_bucket(
+                    bucket.group,
+                    self._place[relation],
+                    lhs=in_chunks(pieces[lhs_table][split.lhs_piece(index)], width),
+                    rhs=in_chunks(pieces[rhs_table][split.rhs_piece(index)], width),
                     lhs_negatives=lhs_negatives,
                     rhs_negatives=rhs_negatives,
-                    chunk=group.chunk,
                 )
             )
-        if parts:
-            total = torch.stack([part.loss.sum() for part in parts]).sum()
-        else:  # an all-padding batch (a rank with a shorter data span): zero, still differentiable
-            total = embeddings.values().sum() * 0.0
-        loss = total / max(offsets[-1], 1)
+        # Differentiable zeros for what no bucket scored: the lookups of an all-padding batch (a
+        # rank with a shorter data span), and the groups without positives (DDP's static graph
+        # expects a gradient for every parameter every step).
+        unscored = self._unused_parameters(split.buckets)
+        if not parts:
+            unscored.append(embeddings.values().sum())
+        total = torch.stack([part.loss.sum() for part in parts] + [x * 0.0 for x in unscored])
+        total = total.sum()
+        loss = total / max(split.num_real, 1)
         output = {"loss": loss.detach(), "weight": batch.weight}
         if not self.training:  # per-edge scores, for validation's sampled AUC
             output.update(self._edge_scores(parts, size, batch.weight.device))
         return loss, output
+
+    def _unused_parameters(self, buckets: tuple[Bucket, ...]) -> list[torch.Tensor]:
+        """Sums of the parameters of the groups without positives in this batch."""
+        present = {bucket.group for bucket in buckets}
+        stacks = [self.operator_groups, self.reverse_operator_groups or nn.ModuleList()]
+        return [
+            value.sum()
+            for modules in stacks
+            for group, stack in enumerate(modules)
+            if group not in present
+            for value in stack.parameters()
+        ]
 
     @staticmethod
     def _edge_scores(
@@ -181,51 +273,55 @@ class EdgeScorer(nn.Module):
             out[key] = torch.cat([real, real.new_zeros((size - real.shape[0], *real.shape[1:]))])
         return out
 
-    def _score_chunks(
+    def _score_bucket(
         self,
-        index: int,
+        group: int,
+        relation: torch.Tensor,
         lhs: torch.Tensor,
         rhs: torch.Tensor,
         lhs_negatives: torch.Tensor,
         rhs_negatives: torch.Tensor,
-        chunk: int,
     ) -> ChunkScores:
-        """Relation `index`'s positives `(n, d)`, n a multiple of `chunk`, against their
-        negatives."""
-        compare, operator = self.comparator, self.operators[index]
-        lhs_op = in_chunks(operator(lhs), chunk)
-        rhs_chunks = in_chunks(rhs, chunk)
+        """One bucket of group `group`: positives `(n, w, d)` in n chunks of w, chunk c of
+        relation `relation[c]` (its row in the group's stacks), against their negatives
+        (`(G, d)` shared or `(n, G, d)` per chunk). Tensors in, tensors out: no host reads."""
+        compare, operator = self.comparator, self.operator_groups[group]
+        chunks, width = lhs.shape[0], lhs.shape[1]
+        lhs_op = operator(lhs, relation)
         # pairs[c, i, j] = score(l_i, t_j): row i corrupts t_i, column j corrupts l_j, and the
         # diagonal holds the positives. Candidates of the rhs: [pairs | uniform rhs].
-        pairs = compare.all_pairs(lhs_op, rhs_chunks)
-        has_uniform = lhs_negatives.shape[-2] > 0  # G shared (G, d) or per chunk (chunks, G, d)
+        pairs = compare.all_pairs(lhs_op, rhs)
+        has_uniform = lhs_negatives.shape[-2] > 0
         rhs_side = [pairs]
         if has_uniform:
             rhs_side.append(compare.all_pairs(lhs_op, rhs_negatives))
-        if self.reverse_operators is None:  # lhs corruptions go through op_r: pairs' columns
+        if self.reverse_operator_groups is None:  # lhs corruptions go through op_r: pairs' columns
             lhs_side = [pairs.mT]
             if has_uniform:
-                lhs_side.append(compare.all_pairs(rhs_chunks, operator(lhs_negatives)))
+                per_chunk = lhs_negatives.expand(chunks, *lhs_negatives.shape[-2:])
+                lhs_side.append(compare.all_pairs(rhs, operator(per_chunk, relation)))
             # One softmax over both corruptions: the positive (pairs' diagonal) counts once, so
             # the transposed copy's diagonal is no negative.
             candidates = torch.cat(rhs_side + lhs_side, -1)
             lhs_start = sum(block.shape[-1] for block in rhs_side)
-            candidates[..., lhs_start : lhs_start + chunk].diagonal(0, -2, -1).fill_(NO_NEGATIVE)
+            candidates[..., lhs_start : lhs_start + width].diagonal(0, -2, -1).fill_(NO_NEGATIVE)
             sides = [candidates]
         else:  # lhs corruptions are scored against rev_r(rhs), in a loss of their own
-            rhs_query = in_chunks(self.reverse_operators[index](rhs), chunk)
-            lhs_side = [compare.all_pairs(rhs_query, in_chunks(lhs, chunk))]
+            rhs_query = self.reverse_operator_groups[group](rhs, relation)
+            lhs_side = [compare.all_pairs(rhs_query, lhs)]
             if has_uniform:
                 lhs_side.append(compare.all_pairs(rhs_query, lhs_negatives))
             sides = [torch.cat(rhs_side, -1), torch.cat(lhs_side, -1)]
         sides = [scores.flatten(0, 1) for scores in sides]
-        target = torch.arange(lhs.shape[0], device=lhs.device) % chunk
+        target = torch.arange(chunks * width, device=lhs.device) % width
         loss = cast(
             torch.Tensor,
             sum(self.loss_function.over_candidates(scores, target) for scores in sides),
         )
         if self.regularization:
-            loss = loss + self.regularization * (
-                lhs.abs().pow(3).sum(-1) + rhs.abs().pow(3).sum(-1)
+            loss = (
+                loss
+                + self.regularization
+                * (lhs.abs().pow(3).sum(-1) + rhs.abs().pow(3).sum(-1)).flatten()
             )
         return ChunkScores(loss, target, sides)
