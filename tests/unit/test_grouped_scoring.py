@@ -17,8 +17,10 @@ from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.batch.layout import GraphShape, SlotLayout, chunk_groups
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.builder import EdgeBatchBuilder
+from tml.projects.twhin.models import scorer as scorer_module
 from tml.projects.twhin.models.losses import NO_NEGATIVE
 from tml.projects.twhin.models.model import TwhinModel
+from tml.projects.twhin.models.operators import OPERATORS as OPERATOR_REGISTRY
 from tml.projects.twhin.models.scorer import EdgeScorer, in_chunks
 
 OPERATORS = ["identity", "translation", "diagonal", "complex_diagonal", "linear"]
@@ -165,6 +167,23 @@ def model_and_batch(
 def test_grouped_scoring_equals_the_per_relation_scorer(
     operator: str, comparator: str, loss: str, reciprocal: bool, per_chunk: bool
 ) -> None:
+    assert_equals_reference(operator, comparator, loss, reciprocal, per_chunk)
+
+
+@pytest.mark.parametrize("per_chunk", [False, True])
+@pytest.mark.parametrize("reciprocal", [False, True])
+@pytest.mark.parametrize("operator", OPERATORS)
+def test_buckets_scored_in_parts_equal_the_per_relation_scorer(
+    operator: str, reciprocal: bool, per_chunk: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU large buckets are scored in parts (of one chunk here)."""
+    monkeypatch.setattr(scorer_module, "CPU_PART_ROWS", 1)
+    assert_equals_reference(operator, "dot", "softmax", reciprocal, per_chunk)
+
+
+def assert_equals_reference(
+    operator: str, comparator: str, loss: str, reciprocal: bool, per_chunk: bool
+) -> None:
     model, batch = model_and_batch(operator, comparator, loss, reciprocal, per_chunk)
     # widths 3, 2, 1 in the fav + rt group: fav's full chunks, rt, fav's last chunk
     assert [(b.group, b.width, b.num_chunks) for b in batch.pieces.buckets] == [
@@ -211,3 +230,26 @@ def test_work_and_lookups_do_not_grow_with_the_number_of_relations(per_chunk: bo
         assert [(b.width, b.num_chunks) for b in pieces.buckets] == [(1, 1000)]
         negatives_per_side = 1000 * 100 if per_chunk else 100
         assert layout.num_slots == 2 * 1000 + 2 * negatives_per_side
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_operators_move_across_a_dot_product_and_translations_across_a_distance(
+    name: str,
+) -> None:
+    """What lets the scorer score corrupted sources without transforming each one:
+    <op_r(x), y> = <x, q> + b (the adjoint) and |op_r(x) - y| = |x - shift_r(y)|."""
+    stack = OPERATOR_REGISTRY[name](6, 6, count=3)
+    with torch.no_grad():
+        for parameter in stack.parameters():
+            parameter.copy_(torch.randn_like(parameter))
+    x, y, relation = torch.randn(4, 5, 6), torch.randn(4, 2, 6), torch.tensor([2, 0, 1, 2])
+    moved = stack.adjoint(y, relation)
+    assert moved is not None, "every built-in operator is affine"
+    query, bias = moved
+    dot = x @ query.mT + (0 if bias is None else bias.mT)
+    torch.testing.assert_close(dot, stack(x, relation) @ y.mT, rtol=1e-5, atol=1e-5)
+    shifted = stack.shift(y, relation)
+    assert (shifted is not None) == (name in ("identity", "translation"))
+    if shifted is not None:
+        distance = torch.cdist(x, shifted)
+        torch.testing.assert_close(distance, torch.cdist(stack(x, relation), y))

@@ -8,7 +8,9 @@ parameters of each row's relation (PyTorch-BigGraph's dynamic relations), so a t
 cost one set of tensor operations, not a thousand. `relation(i)` is one relation's operator as a
 module on any shape, for ranking, export and search. Operators are registered by name so the
 config picks one per relation; adding one is one class with `@register_operator` that says its
-parameters at initialisation and how they transform a row of embeddings.
+parameters at initialisation and how they transform a row of embeddings; optionally how the
+operator moves across a dot product (its adjoint) or a distance (a translation's shift), which
+lets the scorer score many corrupted sources without transforming each of them.
 """
 
 from __future__ import annotations
@@ -55,10 +57,35 @@ class RelationOperator(nn.Module, abc.ABC):
     def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         """`lhs (n, m, lhs_dim)` -> `(n, m, rhs_dim)`; `parameters[name] (n, ...)` are row i's."""
 
+    def transform_adjoint(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """`(q, b)` with <op(x), rhs> = <x, q> + b for every x (b `(n, m, 1)`, or None for 0):
+        the operator moved across a dot product; None when it cannot move (the default)."""
+        return None
+
+    def transform_shift(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """`rhs - c` when op(x) = x + c, so a distance can compare x with it; else None."""
+        return None
+
+    def _gathered(self, relation: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: value[relation] for name, value in self.named_parameters(recurse=False)}
+
     def forward(self, lhs: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
         """`lhs (n, m, lhs_dim)`, `relation (n,)` (indices into the stack) -> `(n, m, rhs_dim)`."""
-        gathered = {name: value[relation] for name, value in self.named_parameters(recurse=False)}
-        return self.transform(lhs, gathered)
+        return self.transform(lhs, self._gathered(relation))
+
+    def adjoint(
+        self, rhs: torch.Tensor, relation: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """`transform_adjoint` of `rhs (n, m, rhs_dim)`, row i with relation `relation[i]`."""
+        return self.transform_adjoint(rhs, self._gathered(relation))
+
+    def shift(self, rhs: torch.Tensor, relation: torch.Tensor) -> torch.Tensor | None:
+        """`transform_shift` of `rhs (n, m, rhs_dim)`, row i with relation `relation[i]`."""
+        return self.transform_shift(rhs, self._gathered(relation))
 
     def parameters_of(self, index: int) -> dict[str, torch.Tensor]:
         """Relation `index`'s parameters, by name (views of the stacked ones)."""
@@ -95,6 +122,16 @@ class Identity(RelationOperator):
     def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         return lhs
 
+    def transform_adjoint(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return rhs, None
+
+    def transform_shift(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return rhs
+
 
 @register_operator("translation")
 class Translation(RelationOperator):
@@ -106,6 +143,17 @@ class Translation(RelationOperator):
     def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         return lhs + parameters["translation"].unsqueeze(-2)
 
+    def transform_adjoint(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        translation = parameters["translation"].unsqueeze(-2)
+        return rhs, (rhs * translation).sum(-1, keepdim=True)  # <x + t, y> = <x, y> + <t, y>
+
+    def transform_shift(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return rhs - parameters["translation"].unsqueeze(-2)
+
 
 @register_operator("diagonal")
 class Diagonal(RelationOperator):
@@ -116,6 +164,11 @@ class Diagonal(RelationOperator):
 
     def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         return lhs * parameters["diagonal"].unsqueeze(-2)
+
+    def transform_adjoint(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.transform(rhs, parameters), None  # symmetric
 
 
 @register_operator("complex_diagonal")
@@ -145,11 +198,24 @@ class ComplexDiagonal(RelationOperator):
             dim=-1,
         )
 
+    def transform_adjoint(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Multiplication by the conjugate, conj(r)."""
+        conjugate = {"real": parameters["real"], "imaginary": -parameters["imaginary"]}
+        return self.transform(rhs, conjugate), None
+
 
 @register_operator("linear")
 class Linear(RelationOperator):
     """op(x) = A_r x, a full matrix (RESCAL-like); joins tables of different dims.
     A_r starts as the identity (or its rectangular cut)."""
+
+    # Relations x embeddings per row up to which one product with every relation's matrix, then
+    # each row's block, beats gathering a matrix per row (measured on CPU at dim 64: 1,000 rows
+    # of 1 embedding, 4 relations: 1.5 ms against 17.5).
+    EVERY_MATRIX_AT_MOST = 32
+    matrix: nn.Parameter  # (relations, rhs_dim, lhs_dim), registered by the base class
 
     @classmethod
     def dimension_problem(cls, lhs_dim: int, rhs_dim: int) -> str | None:
@@ -160,3 +226,31 @@ class Linear(RelationOperator):
 
     def transform(self, lhs: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         return lhs @ parameters["matrix"].mT  # (n, m, lhs_dim) @ (n, lhs_dim, rhs_dim)
+
+    def transform_adjoint(
+        self, rhs: torch.Tensor, parameters: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return rhs @ parameters["matrix"], None  # A^T y
+
+    def forward(self, lhs: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        if self.count * lhs.shape[-2] <= self.EVERY_MATRIX_AT_MOST:
+            return _through_own_matrix(lhs, self.matrix, relation)
+        return super().forward(lhs, relation)
+
+    def adjoint(
+        self, rhs: torch.Tensor, relation: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        if self.count * rhs.shape[-2] <= self.EVERY_MATRIX_AT_MOST:
+            return _through_own_matrix(rhs, self.matrix.mT, relation), None
+        return super().adjoint(rhs, relation)
+
+
+def _through_own_matrix(
+    x: torch.Tensor, matrices: torch.Tensor, relation: torch.Tensor
+) -> torch.Tensor:
+    """`x (n, m, k)` @ `matrices[relation[i]].T` for row i, as one product with every matrix
+    `(R, p, k)` followed by a gather of each row's block -> `(n, m, p)`."""
+    n, m, k = x.shape
+    count, p, _ = matrices.shape
+    every = (x.reshape(-1, k) @ matrices.reshape(-1, k).mT).view(n, m, count, p)
+    return every.gather(2, relation.view(n, 1, 1, 1).expand(n, m, 1, p)).squeeze(2)
