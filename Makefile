@@ -19,7 +19,7 @@ IMAGE_CPU ?= tml-twhin:cpu
 SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh deploy/slurm/train.sbatch .ci/run
 
 .PHONY: help setup run-local data test test-fast lint format docs clean import-kinships \
-	run-kinships bench-quality bench report
+	run-kinships bench-quality bench bench-relations report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -96,8 +96,13 @@ bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hi
 	$(PY) benchmarks/quality.py
 
 BENCH_ARGS ?=
-bench: setup  ## edges/s vs PyTorch-BigGraph on 1M entities/5M edges, 1 and 2 ranks (BENCH_ARGS)
+RELATIONS_ARGS ?=
+bench: setup  ## edges/s vs PyTorch-BigGraph (1M entities/5M edges, 1 and 2 ranks), then bench-relations
 	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
+	$(PY) benchmarks/relations.py $(RELATIONS_ARGS)
+
+bench-relations: setup  ## edges/s of a KG with 4, 100, 1,000 relations (RELATIONS_ARGS="--baseline DIR")
+	$(PY) benchmarks/relations.py $(RELATIONS_ARGS)
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -7,17 +7,16 @@ benchmarked on a GPU machine without the embedding kernels.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.profiler import record_function
 
 from tml.core.profiling import SCORING_RANGE
 from tml.projects.twhin.models.comparators import COMPARATORS
-from tml.projects.twhin.models.losses import LOSSES, NO_NEGATIVE, split_candidates
+from tml.projects.twhin.models.edge_scores import ChunkScores, edge_scores
+from tml.projects.twhin.models.losses import LOSSES, NO_NEGATIVE
 from tml.projects.twhin.models.operators import OPERATORS, OneRelation, RelationOperator
 
 if TYPE_CHECKING:
@@ -26,34 +25,6 @@ if TYPE_CHECKING:
     from tml.projects.twhin.batch.edge_batch import EdgeBatch
     from tml.projects.twhin.batch.layout import Bucket
     from tml.projects.twhin.models.config import TwhinModelConfig
-
-
-@dataclass
-class ChunkScores:
-    """A bucket of positives (chunks of one width, see `Bucket`) or a part of one, each with its
-    candidates (see losses.py): one `(n, m)` score matrix per side, the positive in column
-    `target`, and their loss."""
-
-    loss: torch.Tensor  # (n,) loss of each positive
-    target: torch.Tensor  # (n,) the positive's column in each side's scores
-    sides: list[torch.Tensor]  # [(n, m)]: rhs and lhs corruptions, or one of each per side
-
-    def edge_scores(self) -> dict[str, torch.Tensor]:
-        """Per-edge scores `(n, ...)` for validation: each negative with the positive it
-        competes with (in the order of `sides`)."""
-        positives, negatives, competing = [], [], []
-        for scores in self.sides:
-            positive, negative = split_candidates(scores.detach(), self.target)
-            positives.append(positive)
-            negatives.append(negative)
-            competing.append(positive.unsqueeze(-1).expand_as(negative))
-        negative = torch.cat(negatives, -1)
-        return {
-            "positive_scores": positives[0],
-            "negative_scores": negative.masked_fill(negative == NO_NEGATIVE, 0.0),
-            "competing_scores": torch.cat(competing, -1),
-            "negative_mask": negative != NO_NEGATIVE,
-        }
 
 
 CPU_PART_ROWS = 2560
@@ -106,48 +77,51 @@ class EdgeScorer(nn.Module):
 
     def __init__(self, config: TwhinModelConfig) -> None:
         super().__init__()
-        dims = {table.name: table.embedding_dim for table in config.embeddings.tables}
         self.relations = [(rel.lhs, rel.rhs) for rel in config.relations]
         self.relation_groups = config.scoring_groups()
         self.members: list[list[int]] = [[] for _ in range(max(self.relation_groups) + 1)]
+        self.place = []  # relation -> its row in its group's stacked parameters
         for relation, group in enumerate(self.relation_groups):
+            self.place.append(len(self.members[group]))
             self.members[group].append(relation)
+        self._place = torch.tensor(self.place)  # moved to the batches' device on first use
         self.group_tables = [self.relations[members[0]] for members in self.members]
-        kinds = [config.relations[members[0]].operator for members in self.members]
-
-        def stacks(reverse: bool) -> nn.ModuleList:
-            return nn.ModuleList(
-                OPERATORS[kind](dims[rhs if reverse else lhs], dims[lhs if reverse else rhs],
-                                len(members))
-                for kind, (lhs, rhs), members in zip(kinds, self.group_tables, self.members,
-                                                     strict=True)
-            )  # fmt: skip
-
-        self.operator_groups = stacks(reverse=False)
-        self.reverse_operator_groups = stacks(reverse=True) if config.reciprocal_relations else None
-        place = [0] * len(self.relations)
-        for members in self.members:
-            for index, relation in enumerate(members):
-                place[relation] = index
-        self.place = place  # relation -> its row in its group's stacked parameters
-        self._place = torch.tensor(place)  # the same, moved to the batches' device on first use
+        self.operator_groups = self._stacks(config, reverse=False)
+        self.reverse_operator_groups = (
+            self._stacks(config, reverse=True) if config.reciprocal_relations else None
+        )
+        # Views of each relation's rows, built once (not submodules: the stacks hold the state).
+        self._operators = self._per_relation(self.operator_groups)
+        self._reverse_operators = (
+            self._per_relation(self.reverse_operator_groups)
+            if self.reverse_operator_groups is not None
+            else None
+        )
         self.comparator = COMPARATORS[config.comparator]()
         self.loss_function = LOSSES[config.loss](margin=config.margin)
         self.regularization = config.regularization
+
+    def _stacks(self, config: TwhinModelConfig, reverse: bool) -> nn.ModuleList:
+        """One stacked operator per scoring group (from rhs to lhs for the reverse ones)."""
+        dims = {table.name: table.embedding_dim for table in config.embeddings.tables}
+        stacks = nn.ModuleList()
+        for members, (lhs, rhs) in zip(self.members, self.group_tables, strict=True):
+            sides = (dims[rhs], dims[lhs]) if reverse else (dims[lhs], dims[rhs])
+            kind = config.relations[members[0]].operator
+            stacks.append(OPERATORS[kind](*sides, len(members)))
+        return stacks
 
     # -- one relation's operators (ranking, export, search) --------------------------------------
 
     @property
     def operators(self) -> list[OneRelation]:
         """The operator of each relation, as a module on embeddings of any shape."""
-        return self._per_relation(self.operator_groups)
+        return self._operators
 
     @property
     def reverse_operators(self) -> list[OneRelation] | None:
         """The reverse operator of each relation, or None without reciprocal relations."""
-        if self.reverse_operator_groups is None:
-            return None
-        return self._per_relation(self.reverse_operator_groups)
+        return self._reverse_operators
 
     def _per_relation(self, stacks: nn.ModuleList) -> list[OneRelation]:
         return [
@@ -224,7 +198,7 @@ class EdgeScorer(nn.Module):
         loss = total / max(split.num_real, 1)
         output = {"loss": loss.detach(), "weight": batch.weight}
         if not self.training:  # per-edge scores, for validation's sampled AUC
-            output.update(self._edge_scores(parts, size, batch.weight.device))
+            output.update(edge_scores(parts, size, batch.weight.device))
         return loss, output
 
     def _bucket_parts(
@@ -273,30 +247,6 @@ class EdgeScorer(nn.Module):
             if group not in present
             for value in stack.parameters()
         ]
-
-    @staticmethod
-    def _edge_scores(
-        parts: list[ChunkScores], size: int, device: torch.device
-    ) -> dict[str, torch.Tensor]:
-        """Scores in batch order (groups are consecutive); padding rows are 0 and masked."""
-        per_group = [part.edge_scores() for part in parts]
-        if not per_group:  # an all-padding batch
-            none = torch.zeros(size, 0, device=device)
-            return {
-                "positive_scores": torch.zeros(size, device=device),
-                "negative_scores": none,
-                "competing_scores": none,
-                "negative_mask": none.bool(),
-            }
-        width = max(scores["negative_mask"].shape[1] for scores in per_group)
-        out = {}
-        for key in per_group[0]:
-            rows = [scores[key] for scores in per_group]
-            if key != "positive_scores":  # groups may differ in their number of negatives
-                rows = [F.pad(row, (0, width - row.shape[1])) for row in rows]
-            real = torch.cat(rows)
-            out[key] = torch.cat([real, real.new_zeros((size - real.shape[0], *real.shape[1:]))])
-        return out
 
     def _score_bucket(
         self,
