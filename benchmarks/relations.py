@@ -1,7 +1,7 @@
 """Relations benchmark: training edges/s as a knowledge graph's number of relations grows.
 
     python benchmarks/relations.py [--relations 4 100 1000] [--entities 20000] [--edges 300000]
-        [--repeat 1] [--baseline CHECKOUT] [--data DIR] [--out DIR]
+        [--repeat 1] [--baseline CHECKOUT] [--data DIR] [--out DIR] [--padding]
 
 What a new user does with a knowledge graph: a random graph (uniform heads, tails and relations)
 written as TSV, imported with `import_kg --operator complex_diagonal` and its default training
@@ -12,6 +12,13 @@ relative to the first (fewest relations, same number of edges).
 `--baseline` also times another checkout of this repository (e.g. `git worktree add /tmp/base
 main`), with the same interpreter and the same data, alternating with this one run by run, so
 one command gives the before/after table at the same machine load.
+
+`--padding` instead measures the scorer alone (forward and backward, CPU ms per step, one
+thread) with in-batch negatives (10,000 positives, chunks of 51, 50 uniform negatives per chunk,
+ComplEx), where relations leave chunks of many widths: the batch's buckets of exact widths
+against a lower bound for padding every chunk to 51 or to the widest chunk (the same scorer fed
+counts rounded up to whole chunks of that width: the rows padding would add, without the gathers
+and masks it would also need).
 """
 
 from __future__ import annotations
@@ -23,13 +30,22 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tml.projects.twhin.batch.layout import SlotLayout  # noqa: E402
+from tml.projects.twhin.models.config import TwhinModelConfig  # noqa: E402
+from tml.projects.twhin.models.scorer import EdgeScorer  # noqa: E402
+
 RUN_PY = Path("tml") / "projects" / "twhin" / "run.py"
 NEVER = 10**9
 
@@ -91,6 +107,52 @@ def train_once(checkout: Path, config: dict[str, Any], save_dir: Path) -> dict[s
     return {"loop_s": last["loop_s"], "final_loss": last["loss"], "load_avg_1m": load}
 
 
+def scorer_cpu_ms(relations: int, counts: np.ndarray, steps: int = 10) -> float:
+    """CPU ms per forward and backward of the scorer on one batch with `counts` positives per
+    relation (in-batch 50, 50 uniform per chunk, ComplEx with reciprocal relations, dim 64)."""
+    sgd = {"sgd": {"lr": 0.1}}
+    config = TwhinModelConfig.model_validate({
+        "embeddings": {"tables": [{"name": "entity", "num_embeddings": 1000,
+                                   "embedding_dim": 64, "optimizer": sgd}]},
+        "relations": [{"name": f"r{r}", "lhs": "entity", "rhs": "entity",
+                       "operator": "complex_diagonal"} for r in range(relations)],
+        "translation_optimizer": sgd, "loss": "softmax", "reciprocal_relations": True,
+    })  # fmt: skip
+    size = int(counts.sum())
+    layout = SlotLayout(config.graph_shape(), size, 50, 50, global_negatives_per_chunk=True)
+    relation = np.repeat(np.arange(relations), counts)
+    order, per_relation = layout.row_order(relation)
+    batch = SimpleNamespace(relation=torch.from_numpy(relation[order]), weight=torch.ones(size),
+                            pieces=layout.pieces(per_relation), layout=layout)  # fmt: skip
+    values = (torch.randn(layout.num_slots, 64) / 8).requires_grad_()
+    looked_up = SimpleNamespace(values=lambda: values, keys=lambda: ["entity"])
+    scorer = EdgeScorer(config)
+    started = 0.0
+    for step in range(steps + 2):  # 2 warm-up steps
+        if step == 2:
+            started = time.process_time()
+        values.grad = None
+        scorer(looked_up, batch)[0].backward()
+    return (time.process_time() - started) * 1000 / steps
+
+
+def padding_table(relations: list[int], repeat: int, batch: int = 10_000, width: int = 51) -> str:
+    """Scorer CPU ms: exact-width buckets against padding lower bounds (see the docstring)."""
+    torch.set_num_threads(1)
+    lines = ["| relations | buckets of exact widths | padded to 51 (lower bound) | padded to "
+             "the widest chunk (lower bound) |", "|---|---|---|---|"]  # fmt: skip
+    for count in relations:
+        counts = np.bincount(np.random.default_rng(0).integers(0, count, batch), minlength=count)
+        widest = min(width, int(counts.max()))
+        cells = []
+        for chunk in (None, width, widest):
+            fed = counts if chunk is None else -(-counts // chunk) * chunk
+            ms = statistics.median(scorer_cpu_ms(count, fed) for _ in range(repeat))
+            cells.append(f"{ms:.1f} ms ({int(fed.sum()):,} rows)")
+        lines.append(f"| {count:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict[str, Any]], relations: list[int], codes: list[str]) -> str:
     """Median edges/s per code and number of relations, and each relative to the fewest."""
     median = {
@@ -122,7 +184,12 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="another checkout to time alongside")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "relations")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "relations")
+    parser.add_argument("--padding", action="store_true", help="the scorer alone: buckets of "
+                        "exact widths against padding every chunk (see above)")  # fmt: skip
     args = parser.parse_args()
+    if args.padding:
+        print(padding_table(args.relations, args.repeat))
+        return 0
 
     checkouts = {"this": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
     graphs = {n: imported_graph(args.data, args.entities, args.edges, n) for n in args.relations}
