@@ -26,7 +26,11 @@ from tml.core.checkpoint import (
 )
 from tml.core.distributed import from_every_rank
 from tml.core.errors import InputError
-from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
+from tml.projects.twhin.artifacts.checkpoints import (
+    MODEL_STATE,
+    OPTIMIZER_STATE,
+    per_relation_view,
+)
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
 from tml.projects.twhin.models.model import table_in_key, table_of_key
@@ -63,9 +67,11 @@ def restore(
         del state[OPTIMIZER_STATE]
     reasons = []
     for path in candidates:
-        try:
-            check_fits(path, state, config)
-            saved = checkpoints.load(path, state)
+        try:  # older checkpoints hold one tensor per relation: load those into the stacks
+            request, finish = per_relation_view(config.model, state, saved_shapes(path))
+            check_fits(path, request, config)
+            saved = checkpoints.load(path, request)
+            finish()
         except CheckpointError as exc:
             if checkpoints.rank == 0:
                 log.warning("skipping checkpoint %s: %s", path, exc)
@@ -126,14 +132,16 @@ def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
     except CheckpointError as exc:
         raise ResumeError(f"training.initial_checkpoint_dir: {exc}") from None
     model_state = sharded.model.state_dict()
-    shared = {k: v for k, v in global_shapes(model_state, f"{MODEL_STATE}.").items() if k in saved}
+    request, finish = per_relation_view(config.model, {MODEL_STATE: model_state}, saved)
+    named = request[MODEL_STATE]  # per-relation views when the checkpoint predates stacking
+    shared = {k: v for k, v in global_shapes(named, f"{MODEL_STATE}.").items() if k in saved}
     problems = shape_mismatches(saved, shared)
     if problems:
         raise ResumeError(
             f"training.initial_checkpoint_dir {path}: {problems[0]}; warm starting needs tables "
             "of the same size (num_embeddings, embedding_dim)"
         )
-    state = {MODEL_STATE: {k: v for k, v in model_state.items() if f"{MODEL_STATE}.{k}" in shared}}
+    state = {MODEL_STATE: {k: v for k, v in named.items() if f"{MODEL_STATE}.{k}" in shared}}
     try:
         safe_dcp.load(state, path)
     except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
@@ -141,7 +149,10 @@ def warm_start(sharded: ShardedTwhin, config: TwhinConfig, path: Path) -> None:
             f"training.initial_checkpoint_dir {path}: cannot load its weights "
             f"({describe_failure(exc)})"
         ) from None
-    sharded.model.load_state_dict(state[MODEL_STATE], strict=False)
+    finish()
+    # DCP loaded in place; stacked relation parameters (not in `named`) loaded through rows.
+    loaded = {k: v for k, v in model_state.items() if k not in named or k in state[MODEL_STATE]}
+    sharded.model.load_state_dict(loaded, strict=False)
     tables = {table for key in state[MODEL_STATE] if (table := table_of_key(key)) is not None}
     fresh = [t.name for t in config.model.embeddings.tables if t.name not in tables]
     log.info(
