@@ -29,8 +29,8 @@ SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/c
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
 .PHONY: help setup run-local data test test-fast test-resume lint format docs clean \
-	import-kinships run-kinships bench-quality bench bench-ranking bench-retrieval bench-versions \
-	report lock tune-kinships scaling-doc
+	import-kinships run-kinships bench-quality bench bench-relations bench-ranking bench-retrieval \
+	bench-versions report lock tune-kinships scaling-doc
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -144,8 +144,13 @@ bench-quality: setup  ## train every operator on Kinships; table of test MRR, Hi
 	$(PY) benchmarks/quality.py
 
 BENCH_ARGS ?=
-bench: setup  ## edges/s vs PyTorch-BigGraph on 1M entities/5M edges, 1 and 2 ranks (BENCH_ARGS)
+RELATIONS_ARGS ?=
+bench: setup  ## edges/s vs PyTorch-BigGraph (1M entities/5M edges, 1 and 2 ranks; BENCH_ARGS), then bench-relations
 	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
+	$(PY) benchmarks/relations.py $(RELATIONS_ARGS)
+
+bench-relations: setup  ## edges/s of a KG with 4, 100, 1,000 relations (RELATIONS_ARGS="--baseline DIR")
+	$(PY) benchmarks/relations.py $(RELATIONS_ARGS)
 
 bench-ranking: setup  ## each rank's peak RSS ranking a 4M x 64 table on 2 ranks, ranking off vs on
 	$(PY) benchmarks/ranking_memory.py $(BENCH_ARGS)

@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tml.projects.twhin.batch.layout import SlotLayout, SlotPieces  # noqa: E402
+from tml.projects.twhin.batch.layout import SlotLayout  # noqa: E402
+from tml.projects.twhin.models.config import TwhinModelConfig  # noqa: E402
 from tml.projects.twhin.models.scorer import EdgeScorer  # noqa: E402
 
 DIM, RELATIONS, MIX = 64, 4, (0.5, 0.3, 0.15, 0.05)
@@ -42,39 +44,32 @@ class LookedUp:
         return ["entity"]
 
 
-def scorer_config() -> SimpleNamespace:
-    table = SimpleNamespace(name="entity", embedding_dim=DIM)
+def scorer_config() -> TwhinModelConfig:
+    sgd = {"sgd": {"lr": 0.1}}
+    table = {"name": "entity", "num_embeddings": 1000, "embedding_dim": DIM, "optimizer": sgd}
     relations = [
-        SimpleNamespace(lhs="entity", rhs="entity", operator="translation")
-        for _ in range(RELATIONS)
+        {"name": f"rel{r}", "lhs": "entity", "rhs": "entity", "operator": "translation"}
+        for r in range(RELATIONS)
     ]
-    return SimpleNamespace(
-        embeddings=SimpleNamespace(tables=[table]), relations=relations,
-        reciprocal_relations=False, comparator="dot", loss="softmax", margin=0.1,
-        regularization=0.0,
+    return TwhinModelConfig.model_validate(
+        {"embeddings": {"tables": [table]}, "relations": relations,
+         "translation_optimizer": sgd, "comparator": "dot", "loss": "softmax"}
     )  # fmt: skip
 
 
-class Batch(SimpleNamespace):
-    """What the scorer reads of an `EdgeBatch` besides the lookups (no TorchRec needed)."""
-
-    def pieces(self) -> SlotPieces:
-        return self.layout.pieces(self.relation_offsets)
-
-
-def make_batch(size: int) -> tuple[torch.Tensor, Batch]:
-    """Looked-up rows for one batch of `size` positives, laid out by the batch contract."""
+def make_batch(size: int) -> tuple[torch.Tensor, SimpleNamespace]:
+    """Looked-up rows for one batch of `size` positives, laid out by the batch contract; what
+    the scorer reads of an `EdgeBatch` besides the lookups (no TorchRec needed)."""
     counts = [int(size * share) for share in MIX]
     counts[0] += size - sum(counts)
-    offsets = [0]
-    for count in counts:
-        offsets.append(offsets[-1] + count)
-    layout = SlotLayout(size, UNIFORM, IN_BATCH, RELATIONS, global_negatives_per_chunk=True)
+    layout = SlotLayout(scorer_config().graph_shape(), size, UNIFORM, IN_BATCH,
+                        global_negatives_per_chunk=True)  # fmt: skip
+    order, per_relation = layout.row_order(np.repeat(np.arange(RELATIONS), counts))
     generator = torch.Generator().manual_seed(0)
     values = torch.randn(layout.num_slots, DIM, generator=generator) * DIM**-0.5
-    relation = torch.repeat_interleave(torch.arange(RELATIONS), torch.tensor(counts))
-    batch = Batch(relation=relation, weight=torch.ones(size), relation_offsets=tuple(offsets),
-                  layout=layout)  # fmt: skip
+    relation = torch.from_numpy(np.repeat(np.arange(RELATIONS), counts)[order])
+    batch = SimpleNamespace(relation=relation, weight=torch.ones(size),
+                            pieces=layout.pieces(per_relation), layout=layout)  # fmt: skip
     return values, batch
 
 
@@ -95,16 +90,18 @@ def run(device: torch.device, size: int, steps: int) -> dict:
     gradient = values.grad.detach().cpu().clone()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started  # steadier than wall time on a busy CPU
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "batch": size, "edges_per_s": size * steps / seconds,
-        "ms_per_step": 1000 * seconds / steps, "loss": loss.item(), "gradient": gradient,
+        "ms_per_step": 1000 * seconds / steps, "cpu_ms_per_step": 1000 * cpu_seconds / steps,
+        "loss": loss.item(), "gradient": gradient,
     }  # fmt: skip
 
 

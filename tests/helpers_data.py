@@ -169,7 +169,8 @@ def real_edges(batch: EdgeBatch) -> np.ndarray:
 
 def as_batched(edges: np.ndarray, batch_size: int) -> np.ndarray:
     """`edges` (in reading order) as a one-rank epoch yields them: within each batch of
-    `batch_size`, grouped by relation with their order kept (the batch builder's layout)."""
+    `batch_size`, grouped by relation with their order kept (the batch builder's layout when,
+    as in `config_dict`, every relation is a scoring group of its own)."""
     parts = [
         part[np.argsort(part[:, 1], kind="stable")]
         for part in np.split(edges, range(batch_size, len(edges), batch_size))
@@ -191,7 +192,7 @@ def batch_tensors(batch: EdgeBatch) -> dict[str, torch.Tensor]:
         "lengths": batch.lookups.lengths(),
         "relation": batch.relation,
         "weight": batch.weight,
-        "relation_offsets": torch.tensor(batch.relation_offsets),
+        "split_sizes": torch.tensor(batch.pieces.split_sizes),
     }
 
 

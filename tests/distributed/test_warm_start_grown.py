@@ -74,7 +74,7 @@ def test_two_rank_checkpoint_warm_starts_a_one_rank_run_on_grown_row_wise_tables
     for table in config["model"]["embeddings"]["tables"]:
         table.update(num_embeddings=int(OLD[table["name"]] * 1.1), sharding_type="row_wise",
                      optimizer={"rowwise_adagrad": {"lr": 0.0}})  # fmt: skip
-    config["model"]["translation_optimizer"] = {"sgd": {"lr": 0.0}}
+    config["model"]["translation_optimizer"] = {"adagrad": {"lr": 0.0}}  # has state to carry
     relations = config["model"]["relations"]  # fav and retweet swap places; a new relation
     relations[1], relations[2] = relations[2], relations[1]
     relations.append({"name": "mentions", "lhs": "user", "rhs": "user", "operator": "translation"})
@@ -83,6 +83,7 @@ def test_two_rank_checkpoint_warm_starts_a_one_rank_run_on_grown_row_wise_tables
     assert_ok(result)
     assert "user: 2,000 old rows carried, 200 new rows (neighbor_mean" in result.stdout
     assert "optimizer state carried for the old rows" in result.stdout
+    assert "the optimizer state of 3 of 3 carried relations came with them" in result.stdout
 
     old_config = TwhinConfig.model_validate(
         yaml.safe_load((trained_run / "config.yaml").read_text())

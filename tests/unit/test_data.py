@@ -16,7 +16,6 @@ import pydantic
 import pytest
 
 from tests.helpers_data import (
-    RELATIONS,
     ROW_GROUP_SIZE,
     TABLE_NAMES,
     TABLES,
@@ -34,7 +33,7 @@ from tests.helpers_data import (
     write_edges,
     write_parquet,
 )
-from tml.projects.twhin.batch.layout import SlotLayout, chunk_groups, chunks_per_relation
+from tml.projects.twhin.batch.layout import GraphShape, SlotLayout, chunk_groups, max_chunks
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import make_dataset
 from tml.projects.twhin.data.files import DataError
@@ -104,8 +103,9 @@ def test_every_rank_runs_steps_per_epoch_batches_and_padding_has_weight_zero(
             real = int(weight.sum())
             # real positives first, padding after them
             np.testing.assert_array_equal(weight, [1.0] * real + [0.0] * (batch_size - real))
-            # the relation offsets cover the real positives only, so padding is never scored
-            assert batch.relation_offsets[-1] == real
+            # the buckets cover the real positives only, so padding is never scored
+            assert batch.pieces.num_real == real
+            assert sum(b.stop - b.start for b in batch.pieces.buckets) == real
             assert batch.num_real_edges == real
         seen.append(np.concatenate([real_edges(b) for b in batches]))
     np.testing.assert_array_equal(sorted_rows(np.concatenate(seen)), edges)
@@ -237,10 +237,12 @@ def test_data_root_may_be_a_directory_a_glob_or_a_file(edges_root, form):
 def test_lookups_are_keyed_by_table_name_with_one_lookup_per_slot(edges_root):
     root, _ = edges_root
     config = make_config(root, per_replica_batch_size=8, global_negatives=3)
-    layout = SlotLayout(8, 3, 2, len(RELATIONS))
+    layout = SlotLayout(config.model.graph_shape(), 8, 3, 2)
+    # G uniform negatives per table and side: lhs from user and tweet, rhs from all three
+    assert layout.lhs_tables == (0, 1) and layout.rhs_tables == (0, 1, 2)
     for batch in dataset(config).batches(0):
         assert batch.lookups.keys() == TABLE_NAMES
-        assert batch.lookups.stride() == layout.num_slots == 2 * 8 + 2 * 3 * len(RELATIONS)
+        assert batch.lookups.stride() == layout.num_slots == 2 * 8 + 3 * (2 + 3)
         slot_table, _ = decode_slots(batch)  # asserts one lookup per slot
         assert len(batch.lookups.values()) == layout.num_slots
         # positive slots use the tables of their relation
@@ -252,28 +254,36 @@ def test_lookups_are_keyed_by_table_name_with_one_lookup_per_slot(edges_root):
         np.testing.assert_array_equal(slot_table[8:16][real], rhs_tables[real])
 
 
-def test_global_negatives_come_from_the_relations_tables_in_their_slots(edges_root):
+def test_global_negatives_are_drawn_per_table_and_side_in_their_slots(edges_root):
     root, _ = edges_root
     negatives = 5
     config = make_config(root, per_replica_batch_size=8, global_negatives=negatives)
-    layout = SlotLayout(8, negatives, 2, len(RELATIONS))
+    layout = SlotLayout(config.model.graph_shape(), 8, negatives, 2)
     drawn: dict[tuple[int, str], list[int]] = {}
     for epoch in range(3):
         for batch in dataset(config).batches(epoch):
             slot_table, slot_id = decode_slots(batch)
-            for relation in range(len(RELATIONS)):
-                lhs_table, rhs_table = relation_tables(relation)
-                for side, slots, table in (
-                    ("lhs", layout.lhs_negative_slots(relation), lhs_table),
-                    ("rhs", layout.rhs_negative_slots(relation), rhs_table),
-                ):
-                    assert (slot_table[slots] == table).all(), (relation, side)
-                    ids = slot_id[slots]
-                    assert len(ids) == negatives
-                    assert ((ids >= 0) & (ids < TABLES[TABLE_NAMES[table]])).all()
-                    drawn.setdefault((relation, side), []).extend(ids.tolist())
+            owners = [
+                ("lhs", layout.lhs_negative_slots(i), t) for i, t in enumerate(layout.lhs_tables)
+            ]
+            owners += [
+                ("rhs", layout.rhs_negative_slots(i), t) for i, t in enumerate(layout.rhs_tables)
+            ]
+            for side, slots, table in owners:
+                assert (slot_table[slots] == table).all(), (table, side)
+                ids = slot_id[slots]
+                assert len(ids) == negatives
+                assert ((ids >= 0) & (ids < TABLES[TABLE_NAMES[table]])).all()
+                drawn.setdefault((table, side), []).extend(ids.tolist())
+            # every bucket reads the negatives of its relations' tables
+            for index, bucket in enumerate(batch.pieces.buckets):
+                lhs_table, rhs_table = layout.graph.group_tables[bucket.group]
+                first_negative = 2 * (len(batch.pieces.buckets) + 1)
+                assert batch.pieces.lhs_negatives[index] == first_negative + lhs_table
+                rhs_piece = first_negative + len(layout.lhs_tables) + rhs_table
+                assert batch.pieces.rhs_negatives[index] == rhs_piece
     # Sampled, not constant: the small ad table (50 rows) is covered widely across steps.
-    ad_ids = drawn[(2, "rhs")]
+    ad_ids = drawn[(TABLE_NAMES.index("ad"), "rhs")]
     assert len(set(ad_ids)) > 25
     assert max(ad_ids) < TABLES["ad"]
 
@@ -285,11 +295,14 @@ def test_positives_are_grouped_by_relation_and_keep_their_order_within_it(tmp_pa
     write_edges(tmp_path / "e.parquet", edges)
     config = make_config(tmp_path, per_replica_batch_size=8, in_batch_negatives=3)
     (batch,) = list(dataset(config, shuffle=False).batches(0))
-    # relation 0: rows 0, 3; relation 1: row 2; relation 2: rows 1, 4, 5 (stable order)
+    # relation 0: rows 0, 3; relation 1: row 2; relation 2: rows 1, 4, 5 (stable order); each
+    # relation of this config is a scoring group of its own (its own tables)
     np.testing.assert_array_equal(real_edges(batch), edges[[0, 3, 2, 1, 4, 5]])
-    assert batch.relation_offsets == (0, 2, 3, 6, 6)  # relation 3 has no positive
+    assert [(b.group, b.width, b.num_chunks, b.start) for b in batch.pieces.buckets] == [
+        (0, 2, 1, 0), (1, 1, 1, 2), (2, 3, 1, 3),
+    ]  # fmt: skip
     assert batch.layout.in_batch_negatives == 3
-    assert batch.relation.numpy().tolist() == [0, 0, 1, 2, 2, 2, 3, 3]  # padding: the last
+    assert batch.relation.numpy().tolist() == [0, 0, 1, 2, 2, 2, 0, 0]  # padding: 0
 
 
 def test_int32_columns_are_accepted(tmp_path):
@@ -468,8 +481,8 @@ def test_a_negative_seed_is_rejected_by_the_config_or_usable_by_the_reader(edges
 
 
 def test_global_negatives_per_chunk_come_from_each_chunks_relation(tmp_path):
-    # relation 0: 5 positives (chunks of 2: 3 chunks), relation 1: 1 positive (1 chunk),
-    # relations 2 and 3: none; room for ceil(8 / 2) + 4 = 8 owners, 4 of them unused.
+    # relation 0: 5 positives (chunks of 2: 2 full, 1 last), relation 1: 1 positive (1 chunk),
+    # relations 2 and 3: none; room for (8 + 1 * 4) // 2 = 6 owners, 2 of them unused.
     edges = np.asarray(
         [[0, 0, 5], [1, 0, 6], [2, 1, 7], [3, 0, 8], [4, 0, 9], [5, 0, 10]], dtype=np.int64
     )
@@ -477,11 +490,11 @@ def test_global_negatives_per_chunk_come_from_each_chunks_relation(tmp_path):
     config = make_config(tmp_path, per_replica_batch_size=8, in_batch_negatives=1,
                          global_negatives=3, global_negatives_per_chunk=True)  # fmt: skip
     (batch,) = list(dataset(config, shuffle=False).batches(0))
-    layout = SlotLayout(8, 3, 1, len(RELATIONS), global_negatives_per_chunk=True)
-    assert layout.num_owners == 8 and batch.lookups.stride() == layout.num_slots
+    layout = SlotLayout(config.model.graph_shape(), 8, 3, 1, global_negatives_per_chunk=True)
+    assert layout.num_owners == (6, 6) and batch.lookups.stride() == layout.num_slots
     slot_table, slot_id = decode_slots(batch)
-    owner_relation = [0, 0, 0, 1]
-    for owner in range(layout.num_owners):
+    owner_relation = [0, 0, 0, 1]  # chunks in bucket order: relation 0's two full, its last, 1
+    for owner in range(layout.num_owners[0]):
         lhs, rhs = layout.lhs_negative_slots(owner), layout.rhs_negative_slots(owner)
         if owner < len(owner_relation):
             lhs_table, rhs_table = relation_tables(owner_relation[owner])
@@ -491,13 +504,36 @@ def test_global_negatives_per_chunk_come_from_each_chunks_relation(tmp_path):
             assert (slot_table[rhs] == 0).all() and (slot_id[rhs] == 0).all()
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "in_batch", "relations"),
+    [(8, 1, 4), (1000, 50, 1000), (10000, 50, 4), (7, 0, 3)],
+)
+def test_max_chunks_bounds_the_chunks_of_any_batch(batch_size, in_batch, relations) -> None:
+    rng = np.random.default_rng(0)
+    most = 0
+    for present in {1, min(relations, batch_size), relations // 2 + 1}:
+        for _ in range(20):  # random counts of `present` relations adding up to the batch
+            cuts = np.sort(rng.choice(np.arange(1, batch_size), present - 1, replace=False))
+            counts = np.diff(np.concatenate([[0], cuts, [batch_size]]))
+            most = max(most, sum(rows // chunk for count in counts
+                                 for rows, chunk in chunk_groups(int(count), in_batch)))  # fmt: skip
+        # the worst case: every relation present but one with a single positive
+        counts = [1] * (present - 1) + [batch_size - present + 1]
+        most = max(most, sum(rows // chunk for count in counts
+                             for rows, chunk in chunk_groups(count, in_batch)))  # fmt: skip
+    assert most <= max_chunks(batch_size, in_batch, relations)
+
+
 @pytest.mark.parametrize("count", [0, 1, 50, 51, 52, 101, 5000])
-def test_chunk_groups_cover_a_relation_in_the_chunks_the_builder_counts(count: int) -> None:
+def test_chunk_groups_cover_a_relation_in_the_chunks_the_buckets_hold(count: int) -> None:
     groups = chunk_groups(count, 50)
     assert sum(rows for rows, _ in groups) == count
     assert all(rows % chunk == 0 for rows, chunk in groups)
     chunks = -(-count // min(51, count)) if count else 0  # ceil(count / (K + 1)), or 1 chunk
     assert sum(rows // chunk for rows, chunk in groups) == chunks
-    assert chunks_per_relation([count], 50) == [chunks]
     # full chunks of K + 1 (or the whole relation when smaller), then at most one shorter chunk
     assert len(groups) <= 2 and (not groups or groups[0][1] == min(51, count))
+    # the layout's buckets hold the same chunks (one relation, so one scoring group)
+    graph = GraphShape(("entity",), (10,), ((0, 0),))
+    buckets = SlotLayout(graph, max(count, 1), 3, 50).buckets(np.array([count]))
+    assert [(b.num_chunks * b.width, b.width) for b in buckets] == groups

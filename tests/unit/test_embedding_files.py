@@ -107,7 +107,8 @@ def test_every_format_round_trips_rows_and_names(tmp_path: Path) -> None:
     # relations.parquet rebuilds the trained operator.
     scorer = relation_scorer(load_config(TwhinConfig, save_dir / "config.yaml"), out)
     torch.testing.assert_close(
-        scorer.operators[0].translation, dense["scorer.operators.0.translation"]
+        scorer.relation_parameters(0)["translation"],
+        dense["scorer.operator_groups.0.translation"][0],
     )
 
 
@@ -151,7 +152,7 @@ def test_rhs_queries_go_through_the_reverse_operator_with_reciprocal_relations(
     export(save_dir)
     result = find_neighbors(save_dir, "place", ["2"], relation="lives_in", k=3)
     # Brute force: who lives in place 2, by <e_person, rev(e_place)> (the dot comparator).
-    reverse = dense["scorer.reverse_operators.0.translation"]
+    reverse = dense["scorer.reverse_operator_groups.0.translation"][0]
     scores = tables["person"] @ (tables["place"][2].float() + reverse)
     best = scores.topk(3)
     neighbours = result["results"][0]["neighbors"]

@@ -43,11 +43,17 @@ def make_model_and_builder(seed: int = 0) -> tuple[TwhinModel, EdgeBatchBuilder]
     model = TwhinModel(config.model, table_device=torch.device("cpu"))
     for bag in model.tables.embedding_bags.values():
         torch.nn.init.normal_(bag.weight, std=0.5)
+    graph = GraphShape(("user", "tweet"), (40, 30), ((0, 0), (0, 1)))
     builder = EdgeBatchBuilder(
-        GraphShape(("user", "tweet"), (40, 30), ((0, 0), (0, 1))),
-        SlotLayout(batch_size=8, global_negatives=3, in_batch_negatives=2, num_relations=2),
-    )  # fmt: skip
+        SlotLayout(graph, batch_size=8, global_negatives=3, in_batch_negatives=2)
+    )
     return model, builder
+
+
+@torch.no_grad()
+def set_parameter(scorer: torch.nn.Module, relation: int, name: str, value: torch.Tensor) -> None:
+    """Set one relation's operator parameter (a row of its group's stacked parameter)."""
+    scorer.relation_parameters(relation)[name].copy_(value)
 
 
 def test_logistic_loss_labels_positives_one_and_negatives_zero() -> None:
@@ -89,15 +95,15 @@ def test_negatives_share_one_unit_of_weight() -> None:
 def test_every_score_is_the_operator_applied_to_lhs_dotted_with_rhs() -> None:
     model, builder = make_model_and_builder()
     model.eval()  # per-edge scores are output in eval mode
-    model.scorer.operators[1].translation.data = torch.tensor([0.1, -0.2, 0.3, 0.05])
+    set_parameter(model.scorer, 1, "translation", torch.tensor([0.1, -0.2, 0.3, 0.05]))
     lhs, rel, rhs = np.array([1, 2, 3, 4, 5]), np.array([1, 1, 1, 0, 0]), np.array([7, 8, 9, 6, 5])
     batch = builder.build(lhs, rel, rhs, np.random.default_rng(0))
     _, output = model(batch)
     users = model.tables.embedding_bags["user"].weight.detach()
     tweets = model.tables.embedding_bags["tweet"].weight.detach()
-    t = model.scorer.operators[1].translation.detach()
+    t = model.scorer.relation_parameters(1)["translation"].detach()
     # Batch order groups relations: follows (4->6, 5->5), then fav (1->7, 2->8, 3->9), padding.
-    assert batch.relation_offsets == (0, 2, 5)
+    assert [(b.group, b.start, b.stop) for b in batch.pieces.buckets] == [(0, 0, 2), (1, 2, 5)]
     assert torch.equal(output["weight"], torch.tensor([1.0] * 5 + [0.0] * 3))
     first_fav = 2
     torch.testing.assert_close(
@@ -111,11 +117,11 @@ def test_every_score_is_the_operator_applied_to_lhs_dotted_with_rhs() -> None:
     assert mask.tolist() == [False, True, True, True, True, True] * 2
     torch.testing.assert_close(scores[1:3], ((users[1] + t) * tweets[[8, 9]]).sum(-1))
     torch.testing.assert_close(scores[7:9], ((users[[2, 3]] + t) * tweets[7]).sum(-1))
-    # Uniform negatives of fav (owner 1): rhs ones are compared with op(lhs), lhs ones go
-    # through the operator themselves.
+    # Uniform negatives of fav: those of the tweet table (rhs owner 1), compared with op(lhs),
+    # and of the user table (lhs owner 0), which go through the operator themselves.
     _, slot_id = decode_slots(batch)
     negative_tweets = torch.from_numpy(slot_id[builder.layout.rhs_negative_slots(1)])
-    negative_users = torch.from_numpy(slot_id[builder.layout.lhs_negative_slots(1)])
+    negative_users = torch.from_numpy(slot_id[builder.layout.lhs_negative_slots(0)])
     torch.testing.assert_close(scores[3:6], ((users[1] + t) * tweets[negative_tweets]).sum(-1))
     torch.testing.assert_close(scores[9:12], ((users[negative_users] + t) * tweets[7]).sum(-1))
     # Without reciprocal relations every negative competes with the one forward score.
@@ -145,17 +151,16 @@ def test_reciprocal_relations_score_lhs_corruptions_with_the_reverse_operator() 
     model = TwhinModel(TwhinConfig.model_validate(config).model, table_device=torch.device("cpu"))
     model.eval()
     _, builder = make_model_and_builder()
-    reverse = model.scorer.reverse_operators[1]
-    reverse.translation.data = torch.tensor([0.2, 0.1, -0.3, 0.4])
+    set_parameter(model.scorer, 1, "reverse.translation", torch.tensor([0.2, 0.1, -0.3, 0.4]))
     batch = builder.build(
         np.array([1, 2]), np.array([1, 1]), np.array([7, 8]), np.random.default_rng(0)
     )
     _, output = model(batch)
     users = model.tables.embedding_bags["user"].weight.detach()
     tweets = model.tables.embedding_bags["tweet"].weight.detach()
-    rev = reverse.translation.detach()
+    rev = model.scorer.relation_parameters(1)["reverse.translation"].detach()
     _, slot_id = decode_slots(batch)
-    negative_users = torch.from_numpy(slot_id[builder.layout.lhs_negative_slots(1)])
+    negative_users = torch.from_numpy(slot_id[builder.layout.lhs_negative_slots(0)])
     scores = output["negative_scores"][0]
     # per positive: rhs side (a chunk of the 2 positives, 3 uniform), lhs side (2, 3)
     torch.testing.assert_close(scores[7:10], (users[negative_users] * (tweets[7] + rev)).sum(-1))
@@ -167,7 +172,7 @@ def test_reciprocal_relations_score_lhs_corruptions_with_the_reverse_operator() 
 
 def test_training_separates_positives_from_negatives_and_moves_translations() -> None:
     model, builder = make_model_and_builder(seed=1)
-    before = [op.translation.detach().clone() for op in model.scorer.operators]
+    before = [model.scorer.relation_parameters(r)["translation"].clone() for r in range(2)]
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     rng = np.random.default_rng(0)
     # A planted pattern: user u favs tweet u % 30 and follows user (u + 1) % 40.
@@ -191,8 +196,9 @@ def test_training_separates_positives_from_negatives_and_moves_translations() ->
             (scores["positive_scores"].mean() - scores["negative_scores"][real].mean()).item()
         )
     assert np.mean(gaps[-20:]) > np.mean(gaps[:20]) + 1.0
-    for old, operator in zip(before, model.scorer.operators, strict=True):
-        assert not torch.equal(old, operator.translation), "translations must be trained"
+    for relation, old in enumerate(before):
+        now = model.scorer.relation_parameters(relation)["translation"]
+        assert not torch.equal(old, now), "translations must be trained"
 
 
 @pytest.mark.parametrize("operator", ["translation"])
@@ -221,11 +227,13 @@ def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
     for bag in model.tables.embedding_bags.values():
         torch.nn.init.normal_(bag.weight, std=0.5)
     scorer = model.scorer
-    for operator in (*scorer.operators, *(scorer.reverse_operators or [])):
-        operator.translation.data = torch.randn(4) * 0.3
-    layout = SlotLayout(batch_size=12, global_negatives=2, in_batch_negatives=2, num_relations=2,
+    with torch.no_grad():
+        for parameter in scorer.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.3)
+    graph = GraphShape(("user", "tweet"), (40, 30), ((0, 0), (0, 1)))
+    layout = SlotLayout(graph, batch_size=12, global_negatives=2, in_batch_negatives=2,
                         global_negatives_per_chunk=per_chunk)  # fmt: skip
-    builder = EdgeBatchBuilder(GraphShape(("user", "tweet"), (40, 30), ((0, 0), (0, 1))), layout)
+    builder = EdgeBatchBuilder(layout)
     lhs = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
     rel = np.array([1, 1, 1, 1, 1, 0, 1, 1, 0, 0])
     rhs = np.array([2, 7, 1, 8, 2, 8, 1, 8, 2, 8])
@@ -237,20 +245,24 @@ def test_chunked_negatives_equal_scoring_each_corrupted_edge_alone(
     def embedding(slot: int) -> torch.Tensor:
         return tables[slot_table[slot]][slot_id[slot]]
 
-    offsets, compare = batch.relation_offsets, scorer.comparator
-    assert offsets == (0, 3, 10)
+    compare = scorer.comparator
+    # follows (3 positives) is chunk 0; fav's 7 positives are chunks 1, 2 (of 3) and 3 (of 1)
+    buckets = batch.pieces.buckets
+    assert [(b.group, b.width, b.num_chunks, b.start) for b in buckets] == [
+        (0, 3, 1, 0), (1, 3, 2, 3), (1, 1, 1, 9),
+    ]  # fmt: skip
     losses = []
     for row in range(10):
         r = int(batch.relation[row])
         op = scorer.operators[r]
-        count = offsets[r + 1] - offsets[r]
-        chunk = min(3, count)
-        start = offsets[r] + (row - offsets[r]) // chunk * chunk
-        partners = [p for p in range(start, min(start + chunk, offsets[r + 1])) if p != row]
-        # follows (3 positives) is chunk 0; fav's 7 positives are chunks 1, 2, 3
-        owner = (0 if r == 0 else 1 + (row - offsets[1]) // 3) if per_chunk else r
-        uniform_lhs = list(range(*layout.lhs_negative_slots(owner).indices(layout.num_slots)))
-        uniform_rhs = list(range(*layout.rhs_negative_slots(owner).indices(layout.num_slots)))
+        bucket = next(b for b in buckets if b.start <= row < b.stop)
+        start = row - (row - bucket.start) % bucket.width
+        partners = [p for p in range(start, start + bucket.width) if p != row]
+        chunk = bucket.first_chunk + (row - bucket.start) // bucket.width
+        lhs_owner = chunk if per_chunk else layout.lhs_tables.index(0)  # every lhs is a user
+        rhs_owner = chunk if per_chunk else layout.rhs_tables.index(r)  # follows: user, fav: tweet
+        uniform_lhs = list(range(*layout.lhs_negative_slots(lhs_owner).indices(layout.num_slots)))
+        uniform_rhs = list(range(*layout.rhs_negative_slots(rhs_owner).indices(layout.num_slots)))
         head, tail = embedding(row), embedding(12 + row)
         expected = [compare.aligned(op(head), embedding(12 + p)) for p in partners]
         expected += [compare.aligned(op(head), embedding(slot)) for slot in uniform_rhs]

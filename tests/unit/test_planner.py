@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchrec.distributed.planner.types import PlannerError
 
-from tml.projects.twhin.batch.layout import SlotLayout
+from tml.projects.twhin.batch.layout import GraphShape, SlotLayout
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.models.model import TwhinModel
 from tml.projects.twhin.parallel.optimizers import apply_fused_optimizers
@@ -20,8 +20,9 @@ from tml.projects.twhin.parallel.planner import make_planner, make_sharder, make
 
 MIB = 1 << 20
 # configs/bench.yaml's batches: 10,000 edges, 50 + 50 negatives per chunk, 4 relations.
-BENCH_LOOKUPS = SlotLayout(batch_size=10_000, global_negatives=50, in_batch_negatives=50,
-                           num_relations=4, global_negatives_per_chunk=True).num_slots  # fmt: skip
+BENCH_GRAPH = GraphShape(("entity",), (1_000_000,), ((0, 0),) * 4)
+BENCH_LOOKUPS = SlotLayout(BENCH_GRAPH, batch_size=10_000, global_negatives=50,
+                           in_batch_negatives=50, global_negatives_per_chunk=True).num_slots  # fmt: skip
 
 
 def one_table_model() -> tuple[TwhinModel, TwhinConfig]:
@@ -51,8 +52,8 @@ def gpu_of(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     return set_size
 
 
-def test_bench_batches_look_up_40100_rows_per_step() -> None:
-    assert BENCH_LOOKUPS == 40_100
+def test_bench_batches_look_up_40000_rows_per_step() -> None:
+    assert BENCH_LOOKUPS == 40_000
 
 
 def test_the_topology_has_the_gpus_real_memory(gpu_of) -> None:  # noqa: ANN001
@@ -79,7 +80,7 @@ def test_the_planner_counts_the_gpus_memory_and_the_real_lookups(gpu_of) -> None
     gpu_of(1024 * MIB)
     assert plans(512) and plans(BENCH_LOOKUPS)
     # 160 MiB holds a half table with TorchRec's assumed 512 lookups' buffers, but not with the
-    # 40,100 rows a bench step really looks up: the estimate uses the real batch.
+    # 40,000 rows a bench step really looks up: the estimate uses the real batch.
     gpu_of(160 * MIB)
     assert plans(512)
     assert not plans(BENCH_LOOKUPS)

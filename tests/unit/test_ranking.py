@@ -176,35 +176,57 @@ def test_known_edges_index_finds_every_answer_in_both_directions() -> None:
     assert sorted(zip(query.tolist(), heads.tolist(), strict=True)) == [(0, 0), (0, 2)]
 
 
+@torch.no_grad()
+def one_operator(name: str, lhs_dim: int, rhs_dim: int, **values: torch.Tensor) -> torch.nn.Module:
+    """One relation's operator `name`, its parameters set to `values`."""
+    stack = OPERATORS[name](lhs_dim, rhs_dim)
+    for key, value in values.items():
+        stack.parameters_of(0)[key].copy_(value)
+    return stack.relation(0)
+
+
 def test_operators_follow_their_formulas() -> None:
     x = torch.randn(3, 4)
-    translation = OPERATORS["translation"](4, 4)
-    translation.translation.data = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    torch.testing.assert_close(translation(x), x + translation.translation)
-    diagonal = OPERATORS["diagonal"](4, 4)
-    diagonal.diagonal.data = torch.tensor([2.0, -1.0, 0.5, 3.0])
-    torch.testing.assert_close(diagonal(x), x * diagonal.diagonal)
-    complex_op = OPERATORS["complex_diagonal"](4, 4)
-    complex_op.real.data, complex_op.imaginary.data = (
-        torch.tensor([0.5, 2.0]),
-        torch.tensor([1.5, -1.0]),
-    )
-    z = torch.complex(x[:, :2], x[:, 2:]) * torch.complex(complex_op.real, complex_op.imaginary)
+    t = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    torch.testing.assert_close(one_operator("translation", 4, 4, translation=t)(x), x + t)
+    d = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    torch.testing.assert_close(one_operator("diagonal", 4, 4, diagonal=d)(x), x * d)
+    real, imaginary = torch.tensor([0.5, 2.0]), torch.tensor([1.5, -1.0])
+    complex_op = one_operator("complex_diagonal", 4, 4, real=real, imaginary=imaginary)
+    z = torch.complex(x[:, :2], x[:, 2:]) * torch.complex(real, imaginary)
     torch.testing.assert_close(complex_op(x), torch.cat([z.real, z.imag], 1))
-    linear = OPERATORS["linear"](4, 3)
-    torch.testing.assert_close(linear(x), x @ linear.matrix.T)
+    matrix = torch.randn(3, 4)
+    linear = one_operator("linear", 4, 3, matrix=matrix)
+    torch.testing.assert_close(linear(x), x @ matrix.T)
     assert linear(x).shape == (3, 3)
-    torch.testing.assert_close(OPERATORS["identity"](4, 4)(x), x)
+    torch.testing.assert_close(one_operator("identity", 4, 4)(x), x)
 
 
 def test_complex_diagonal_with_dot_is_complex_trilinear_product() -> None:
     """ComplEx: Re(<h * r, conj(t)>)."""
-    op = OPERATORS["complex_diagonal"](6, 6)
-    op.real.data, op.imaginary.data = torch.randn(3), torch.randn(3)
+    real, imaginary = torch.randn(3), torch.randn(3)
+    op = one_operator("complex_diagonal", 6, 6, real=real, imaginary=imaginary)
     h, t = torch.randn(6), torch.randn(6)
-    expected = (torch.complex(h[:3], h[3:]) * torch.complex(op.real, op.imaginary)
+    expected = (torch.complex(h[:3], h[3:]) * torch.complex(real, imaginary)
                 * torch.complex(t[:3], t[3:]).conj()).sum().real  # fmt: skip
     torch.testing.assert_close(COMPARATORS["dot"]().aligned(op(h), t), expected)
+
+
+@pytest.mark.parametrize(
+    "name", ["identity", "translation", "diagonal", "complex_diagonal", "linear"]
+)
+def test_stacked_operators_apply_each_rows_relation(name: str) -> None:
+    """A stack of 3 relations' operators on 4 rows of 5 embeddings equals each relation's
+    operator alone on its row (parameters gathered per row)."""
+    stack = OPERATORS[name](6, 6, count=3)
+    with torch.no_grad():
+        for parameter in stack.parameters():
+            parameter.copy_(torch.randn_like(parameter))
+    lhs, relation = torch.randn(4, 5, 6), torch.tensor([2, 0, 2, 1])
+    expected = torch.stack(
+        [stack.relation(int(r))(row) for r, row in zip(relation, lhs, strict=True)]
+    )
+    torch.testing.assert_close(stack(lhs, relation), expected)
 
 
 def test_comparators_follow_their_formulas_and_all_pairs_agrees_with_aligned() -> None:

@@ -33,11 +33,10 @@ def train(config: TwhinConfig, save_dir: str) -> None:
     shape = config.model.graph_shape()
     relations = shape.relation_tables
     local = GLOBAL_BATCH // ctx.world_size
-    layout = SlotLayout(batch_size=local, global_negatives=4, in_batch_negatives=0,
-                        num_relations=len(relations))  # fmt: skip
+    layout = SlotLayout(shape, batch_size=local, global_negatives=4, in_batch_negatives=0)
     sharded = shard_model(config.model, ctx.device, seed=0, world_size=ctx.world_size,
                           local_size=ctx.local_world_size, lookups_per_step=layout.num_slots)  # fmt: skip
-    builder = EdgeBatchBuilder(shape, layout)
+    builder = EdgeBatchBuilder(layout)
 
     def batches():
         for step in range(STEPS):

@@ -17,8 +17,9 @@ window.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
@@ -41,7 +42,7 @@ from tml.core.checkpoint import (
 )
 from tml.projects.twhin.artifacts.run_dir import RunDir
 from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.models.config import EmbeddingTableConfig
+from tml.projects.twhin.models.config import EmbeddingTableConfig, TwhinModelConfig
 from tml.projects.twhin.models.model import table_weight_key
 from tml.projects.twhin.models.scorer import EdgeScorer
 
@@ -91,10 +92,69 @@ def resolve_checkpoint(run: RunDir, checkpoint: str | None) -> Path:
     return found[-1]
 
 
+def per_relation_view(
+    model: TwhinModelConfig, state: dict[str, Any], saved: Collection[str]
+) -> tuple[dict[str, Any], Callable[[], None]]:
+    """What to load from a checkpoint with `saved` keys into `state` ({MODEL_STATE, and
+    OPTIMIZER_STATE if present}), and what to run after loading.
+
+    Checkpoints written before relations were stacked hold one tensor per relation
+    (`scorer.operators.<r>.<name>`, its optimizer state likewise). For those, each stacked
+    parameter and each of its optimizer state tensors is replaced by views of its rows under the
+    old names, so DCP loads them in place; per-relation step counters load into scalars of their
+    own and `finish()` sets each stacked counter to their maximum. Other checkpoints: `state`.
+    """
+    old_prefix = f"{MODEL_STATE}.scorer.operators."
+    names = {
+        f"scorer.{stacked}": [f"scorer.{old}" for old in olds]
+        for stacked, olds in EdgeScorer(model).per_relation_names().items()
+    }
+    if not names or not any(key.startswith(old_prefix) for key in saved):
+        return state, lambda: None
+    counters: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+
+    def rows(value: dict[str, Any], stacked: str, olds: list[str], prefix: str = "") -> None:
+        """Replace `value[prefix + stacked]` by one entry per relation, `value[prefix + old]`."""
+        entry = value.pop(prefix + stacked)
+        if isinstance(entry, torch.Tensor):  # a parameter
+            value.update({prefix + old: row for old, row in zip(olds, entry, strict=True)})
+            return
+        per_relation: list[dict[str, Any]] = [{} for _ in olds]  # its optimizer state
+        for name, item in entry.items():
+            if isinstance(item, torch.Tensor) and item.dim() == 0:  # a step counter
+                singles = [item.clone() for _ in olds]
+                counters.append((item, singles))
+            else:
+                singles = list(item) if isinstance(item, torch.Tensor) else [item] * len(olds)
+            for target, single in zip(per_relation, singles, strict=True):
+                target[name] = single
+        value.update({prefix + old: part for old, part in zip(olds, per_relation, strict=True)})
+
+    view = {MODEL_STATE: dict(state[MODEL_STATE])}
+    for stacked, olds in names.items():
+        rows(view[MODEL_STATE], stacked, olds)
+    if OPTIMIZER_STATE in state:
+        optim_state = dict(state[OPTIMIZER_STATE]["state"])
+        for key in list(optim_state):  # "<optimizer>.scorer.operator_groups.0.real" -> rows
+            match = next((name for name in names if key.endswith(f".{name}")), None)
+            if match is not None:
+                rows(optim_state, match, names[match], key.removesuffix(match))
+        view[OPTIMIZER_STATE] = {**state[OPTIMIZER_STATE], "state": optim_state}
+
+    def finish() -> None:
+        for counter, per_relation in counters:
+            counter.copy_(torch.stack(per_relation).max())
+
+    return view, finish
+
+
 def load_dense(config: TwhinConfig, checkpoint: Path) -> dict[str, torch.Tensor]:
     """The relation operators' parameters, `scorer.`-prefixed as in the model's state."""
     dense = {f"scorer.{k}": v for k, v in EdgeScorer(config.model).state_dict().items()}
-    safe_dcp.load({MODEL_STATE: dense}, checkpoint, no_dist=True)
+    saved = safe_dcp.read_metadata(checkpoint).state_dict_metadata
+    request, finish = per_relation_view(config.model, {MODEL_STATE: dense}, saved)
+    safe_dcp.load(request, checkpoint, no_dist=True)
+    finish()
     return dense
 
 

@@ -36,7 +36,6 @@ from tml.projects.twhin.models.scorer import EdgeScorer
 
 FORMATS = ("parquet", "npy", "tsv")
 RELATIONS_FILE = "relations.parquet"
-_OPERATOR_GROUPS = (("operators", ""), ("reverse_operators", "reverse."))
 
 
 def parquet_file(directory: Path, table: str) -> Path:
@@ -209,37 +208,39 @@ def read_table(directory: Path, table: str) -> EmbeddingTable:
 
 def relation_records(config: TwhinConfig, dense: dict[str, torch.Tensor]) -> list[dict]:
     """Rows of relations.parquet from the scorer's (`scorer.`-prefixed) state."""
-    records = []
-    for index, relation in enumerate(config.model.relations):
-        parameters = {}
-        for group, label in _OPERATOR_GROUPS:
-            prefix = f"scorer.{group}.{index}."
-            for key, value in dense.items():
-                if key.startswith(prefix):
-                    parameters[label + key.removeprefix(prefix)] = value.tolist()
-        records.append(
-            {
-                "name": relation.name,
-                "lhs": relation.lhs,
-                "rhs": relation.rhs,
-                "operator": relation.operator,
-                "parameters": json.dumps(parameters),
-            }
-        )
-    return records
+    scorer = EdgeScorer(config.model)
+    scorer.load_state_dict({key.removeprefix("scorer."): value for key, value in dense.items()})
+    return [
+        {
+            "name": relation.name,
+            "lhs": relation.lhs,
+            "rhs": relation.rhs,
+            "operator": relation.operator,
+            "parameters": json.dumps(
+                {name: value.tolist() for name, value in scorer.relation_parameters(index).items()}
+            ),
+        }
+        for index, relation in enumerate(config.model.relations)
+    ]
 
 
+@torch.no_grad()
 def relation_scorer(config: TwhinConfig, directory: Path) -> EdgeScorer:
     """An EdgeScorer holding the relation parameters of an export's relations.parquet."""
     path = directory / RELATIONS_FILE
     rows = {row["name"]: row for row in pq.read_table(path).to_pylist()}
-    state = {}
+    scorer = EdgeScorer(config.model)
     for index, relation in enumerate(config.model.relations):
         if relation.name not in rows:
             raise ValueError(f"{path} has no relation {relation.name!r}; re-run the export")
-        for key, value in json.loads(rows[relation.name]["parameters"]).items():
-            group = "reverse_operators" if key.startswith("reverse.") else "operators"
-            state[f"{group}.{index}.{key.removeprefix('reverse.')}"] = torch.tensor(value)
-    scorer = EdgeScorer(config.model)
-    scorer.load_state_dict(state)
+        saved = json.loads(rows[relation.name]["parameters"])
+        for name, target in scorer.relation_parameters(index).items():
+            value = torch.tensor(saved.get(name, []))
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"{path}: relation {relation.name!r} has no {name} of shape "
+                    f"{tuple(target.shape)} (this config's {relation.operator} operator); "
+                    "re-run the export"
+                )
+            target.copy_(value)
     return scorer.eval()

@@ -18,10 +18,10 @@ class EdgeBatch(Pipelineable):
     """Tensors of one step on one rank (see the module docstring for the slot layout)."""
 
     lookups: KeyedJaggedTensor
-    relation: torch.Tensor  # (B,) int64 relation index of each positive, ascending
+    relation: torch.Tensor  # (B,) int64 relation index of each positive (padding: 0)
     weight: torch.Tensor  # (B,) float32, 1 for real edges, 0 for padding
     # Plain ints, so the scorer can slice and chunk without reading a device tensor back:
-    relation_offsets: tuple[int, ...]  # (R + 1): relation r's positives are rows [o[r], o[r+1])
+    pieces: SlotPieces  # which rows and slots hold each bucket of chunks and its negatives
     layout: SlotLayout
 
     def _map_tensors(self, apply: Callable[[Any], Any]) -> EdgeBatch:
@@ -46,7 +46,3 @@ class EdgeBatch(Pipelineable):
     @property
     def num_real_edges(self) -> int:
         return int(self.weight.sum().item())
-
-    def pieces(self) -> SlotPieces:
-        """How this batch's lookups split (see `SlotLayout.pieces`)."""
-        return self.layout.pieces(self.relation_offsets)

@@ -18,9 +18,10 @@ class TwhinDataConfig(BaseConfig):
         description="Positive edges per rank per step (the global batch is this × world size)."
     )
     global_negatives: pydantic.NonNegativeInt = pydantic.Field(
-        description="Per relation and batch, this many ids drawn uniformly from the relation's "
-        "rhs table (and as many from its lhs table); every positive of that relation is scored "
-        "against all of them, so each positive gets 2 × global_negatives corrupted edges."
+        description="Per table and batch, this many ids drawn uniformly from each table some "
+        "relation takes its rhs from (and as many from each lhs table); every positive is scored "
+        "against those of its relation's tables, so each gets 2 × global_negatives corrupted "
+        "edges, and their number does not grow with the relations."
     )
     in_batch_negatives: pydantic.NonNegativeInt = pydantic.Field(
         description="A relation's positives in a batch are cut into chunks of "
@@ -32,10 +33,10 @@ class TwhinDataConfig(BaseConfig):
     global_negatives_per_chunk: bool = pydantic.Field(
         False,
         description="Draw the global_negatives once per chunk of in_batch_negatives + 1 "
-        "positives (PyTorch-BigGraph's sampling) instead of once per relation and batch: about "
-        "as many distinct negatives as positives whatever the batch size, for one extra lookup "
-        "per positive and side when global_negatives = in_batch_negatives + 1. Keeps large "
-        "batches as accurate as small ones.",
+        "positives, from its relation's tables (PyTorch-BigGraph's sampling), instead of once "
+        "per table and batch: about as many distinct negatives as positives whatever the batch "
+        "size, for one extra lookup per positive and side when global_negatives = "
+        "in_batch_negatives + 1. Keeps large batches as accurate as small ones.",
     )
     limit: pydantic.PositiveInt | None = pydantic.Field(
         None,

@@ -87,11 +87,11 @@ def make_dataset(
         shuffle=shuffle, name=name,
     )  # fmt: skip
     layout = SlotLayout(
+        graph=shape,
         batch_size=data.per_replica_batch_size,
         global_negatives=data.global_negatives,
         in_batch_negatives=data.in_batch_negatives,
-        num_relations=len(shape.relation_tables),
         global_negatives_per_chunk=data.global_negatives_per_chunk,
     )
     reader = EdgeReader(plan, shape.relation_table_sizes)
-    return EdgeDataset(plan, reader, EdgeBatchBuilder(shape, layout))
+    return EdgeDataset(plan, reader, EdgeBatchBuilder(layout))

@@ -9,7 +9,7 @@ import pydantic
 
 from tml.core.config import PROBLEM_SEPARATOR, BaseConfig, unsupported_field
 from tml.core.optimizers import OptimizerConfig
-from tml.projects.twhin.batch.layout import GraphShape
+from tml.projects.twhin.batch.layout import GraphShape, first_appearance
 from tml.projects.twhin.models.comparators import COMPARATORS
 from tml.projects.twhin.models.losses import LOSSES
 from tml.projects.twhin.models.operators import OPERATORS
@@ -193,6 +193,11 @@ class TwhinModelConfig(BaseConfig):
             raise ValueError(PROBLEM_SEPARATOR.join(problems))
         return self
 
+    def scoring_groups(self) -> tuple[int, ...]:
+        """The group of each relation: relations of one operator kind between the same tables
+        are scored together, with stacked parameters (numbered by first appearance)."""
+        return first_appearance([(r.operator, r.lhs, r.rhs) for r in self.relations])
+
     def graph_shape(self) -> GraphShape:
         """The tables (in this order, the batches' lookup keys) and relations a batch holds."""
         names = [table.name for table in self.embeddings.tables]
@@ -200,4 +205,5 @@ class TwhinModelConfig(BaseConfig):
             table_names=tuple(names),
             table_sizes=tuple(table.num_embeddings for table in self.embeddings.tables),
             relation_tables=tuple((names.index(r.lhs), names.index(r.rhs)) for r in self.relations),
+            relation_groups=self.scoring_groups(),
         )

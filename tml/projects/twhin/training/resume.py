@@ -22,7 +22,11 @@ from tml.core.checkpoint import (
 )
 from tml.core.distributed import from_every_rank
 from tml.core.errors import InputError
-from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
+from tml.projects.twhin.artifacts.checkpoints import (
+    MODEL_STATE,
+    OPTIMIZER_STATE,
+    per_relation_view,
+)
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.dataset import EdgeDataset
 from tml.projects.twhin.models.model import table_in_key
@@ -60,9 +64,11 @@ def restore(
         del state[OPTIMIZER_STATE]
     reasons = []
     for path in candidates:
-        try:
-            check_fits(path, state, config)
-            saved = checkpoints.load(path, state)
+        try:  # older checkpoints hold one tensor per relation: load those into the stacks
+            request, finish = per_relation_view(config.model, state, saved_shapes(path))
+            check_fits(path, request, config)
+            saved = checkpoints.load(path, request)
+            finish()
         except CheckpointError as exc:
             if checkpoints.rank == 0:
                 log.warning("skipping checkpoint %s: %s", path, exc)

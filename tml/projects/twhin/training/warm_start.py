@@ -165,38 +165,84 @@ def carry_relations(
             for key, value in mine.items():
                 value.copy_(theirs[key])
     moved = {new: old_index[name] for new, name in enumerate(names) if name in old_index}
-    carry_relation_optimizer(sharded, path, saved, {new: old for new, old in moved.items()
-                                                    if names[new] not in fresh})  # fmt: skip
+    moved = {new: old for new, old in moved.items() if names[new] not in fresh}
+    carried = carry_relation_optimizer(sharded, old_scorer, path, saved, moved)
+    log.info(
+        "warm start: the optimizer state of %d of %d carried relations came with them", carried,
+        len(moved),
+    )  # fmt: skip
     return fresh
 
 
-_RELATION_STATE = re.compile(r"^(.*\.(?:reverse_)?operators\.)(\d+)(\..+)$")
+_LEGACY_NAME = re.compile(r"^(?:reverse_)?operators\.\d+\.[^.]+$")
+
+
+def relation_state_rows(
+    names: dict[str, list[str]], optimizer_state: dict[str, Any]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per relation, its rows of the dense optimizer's state, keyed by the name the relation's
+    parameter had before relations were stacked (`operators.<r>.<param>`, see
+    EdgeScorer.per_relation_names): views, so writing one writes the stacked state. Entries
+    already in that per-relation form (old checkpoints) are taken whole. Step counters (one per
+    stacked parameter) are left out: they stay this run's."""
+    rows: dict[str, dict[str, torch.Tensor]] = {}
+    for key, entry in optimizer_state.items():
+        tensors = {k: v for k, v in entry.items() if isinstance(v, torch.Tensor) and v.dim() > 0}
+        scorer_name = key.rpartition("scorer.")[2]
+        if scorer_name in names:
+            for index, legacy in enumerate(names[scorer_name]):
+                rows[legacy] = {k: v[index] for k, v in tensors.items()}
+        elif _LEGACY_NAME.match(scorer_name):
+            rows[scorer_name] = tensors
+    return rows
+
+
+def saved_relation_state(saved: dict[str, Any], path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The previous run's dense optimizer state of its relation parameters (small: one row per
+    relation), read whole, as {optimizer key: {state name: tensor}}."""
+    prefix = f"{OPTIMIZER_STATE}.state."
+    targets: dict[str, torch.Tensor] = {}
+    for fqn, meta in saved.items():
+        if fqn.startswith(prefix) and ".scorer." in fqn and isinstance(meta, TensorStorageMetadata):
+            targets[fqn] = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+    if targets:
+        safe_dcp.load(targets, path)
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for fqn, value in targets.items():
+        key, _, name = fqn.removeprefix(prefix).rpartition(".")
+        state.setdefault(key, {})[name] = value
+    return state
 
 
 def carry_relation_optimizer(
-    sharded: ShardedTwhin, path: Path, saved: dict[str, Any], old_index: dict[int, int]
-) -> None:
-    """The relations' dense optimizer state (Adagrad sums, steps), moved from each relation's
-    old index to its new one. A fresh Adagrad takes its largest steps first: on relation
-    parameters that every edge shares, that would shake a trained model."""
+    sharded: ShardedTwhin,
+    old_scorer: EdgeScorer,
+    path: Path,
+    saved: dict[str, Any],
+    old_index: dict[int, int],
+) -> int:
+    """The relations' dense optimizer state (Adagrad sums), moved row by row from each
+    relation's old place to its new one; how many relations it carried. A fresh Adagrad takes
+    its largest steps first: on relation parameters that every edge shares, that would shake a
+    trained model."""
+    scorer: EdgeScorer = sharded.model.module.scorer
     state = sharded.optimizer.state_dict()
-    targets = {}
-    for key, entry in state["state"].items():
-        match = _RELATION_STATE.match(key)
-        if match is None or int(match.group(2)) not in old_index:
-            continue
-        old_key = f"{match.group(1)}{old_index[int(match.group(2))]}{match.group(3)}"
-        for name, value in entry.items():
-            old = saved.get(f"{OPTIMIZER_STATE}.state.{old_key}.{name}")
-            if (
-                isinstance(value, torch.Tensor)
-                and old is not None
-                and tuple(old.size) == tuple(value.size())
-            ):
-                targets[f"{OPTIMIZER_STATE}.state.{old_key}.{name}"] = value
-    if targets:
-        safe_dcp.load(targets, path)
+    mine = relation_state_rows(scorer.per_relation_names(), state["state"])
+    theirs = relation_state_rows(old_scorer.per_relation_names(), saved_relation_state(saved, path))
+    carried = set()
+    with torch.no_grad():
+        for legacy, rows in mine.items():
+            kind, relation, param = legacy.split(".")
+            if int(relation) not in old_index:
+                continue
+            old = theirs.get(f"{kind}.{old_index[int(relation)]}.{param}", {})
+            for name, row in rows.items():
+                if name in old and old[name].shape == row.shape:
+                    row.copy_(old[name])
+                    carried.add(int(relation))
+    if carried:
         sharded.optimizer.load_state_dict(state)
+    return len(carried)
 
 
 def fill_anchors(
@@ -282,6 +328,6 @@ def _log_warm_start(
             "warm start: tables not in the checkpoint start fresh: %s", ", ".join(tables.fresh)
         )
     log.info(
-        "warm start: relation parameters and their optimizer state carried by name%s",
+        "warm start: relation parameters carried by name%s",
         f" (fresh: {', '.join(fresh_relations)})" if fresh_relations else "",
     )
