@@ -83,7 +83,7 @@ def test_two_rank_checkpoint_warm_starts_a_one_rank_run_on_grown_row_wise_tables
     assert_ok(result)
     assert "user: 2,000 old rows carried, 200 new rows (neighbor_mean" in result.stdout
     assert "optimizer state carried for the old rows" in result.stdout
-    assert "the optimizer state of 3 of 3 carried relations came with them" in result.stdout
+    assert "the optimizer state of 4 of 4 carried relations came with them" in result.stdout
 
     old_config = TwhinConfig.model_validate(
         yaml.safe_load((trained_run / "config.yaml").read_text())
