@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tml.projects.twhin.batch.layout import SlotLayout
+from tml.projects.twhin.batch.layout import GraphShape, SlotLayout, chunk_groups
 
 FP32 = 4  # bytes: weights, pooled rows, gradients, scores
 ID_BYTES = 8  # int64 ids (the batch builder's dtype)
@@ -90,11 +90,17 @@ class Workload:
 
     @property
     def layout(self) -> SlotLayout:
+        names = [table.name for table in self.tables]
+        graph = GraphShape(  # one scoring group per table pair: every relation is a translation
+            table_names=tuple(names),
+            table_sizes=tuple(table.rows for table in self.tables),
+            relation_tables=tuple((names.index(r.lhs), names.index(r.rhs)) for r in self.relations),
+        )
         return SlotLayout(
+            graph,
             batch_size=self.batch_size,
             global_negatives=self.global_negatives,
             in_batch_negatives=self.in_batch_negatives,
-            num_relations=len(self.relations),
             global_negatives_per_chunk=self.global_negatives_per_chunk,
         )
 
@@ -111,15 +117,21 @@ class Workload:
     def lookups_per_table(self) -> dict[str, int]:
         """Non-empty slots of each table per rank and step (the ids actually looked up).
 
-        Positives look up their lhs and rhs; each negative owner (relation, or chunk) draws G ids
+        Positives look up their lhs and rhs; each negative owner (a chunk, or a table) draws G ids
         from its lhs and G from its rhs table; unused owner slots look up row 0 of the first table.
         """
         counts = self.positives_per_relation()
-        owners = self.layout.owners_per_relation(counts)
         lookups = dict.fromkeys((table.name for table in self.tables), 0)
-        for relation, count, owned in zip(self.relations, counts, owners, strict=True):
+        for relation, count in zip(self.relations, counts, strict=True):
+            owned = sum(
+                rows // width for rows, width in chunk_groups(count, self.in_batch_negatives)
+            )
+            owned = owned if self.global_negatives_per_chunk else 0
             for side in (relation.lhs, relation.rhs):
                 lookups[side] += count + owned * self.global_negatives
+        if not self.global_negatives_per_chunk:  # G negatives from each lhs and each rhs table
+            for name in [*{r.lhs for r in self.relations}, *{r.rhs for r in self.relations}]:
+                lookups[name] += self.global_negatives
         lookups[self.tables[0].name] += self.slots - sum(lookups.values())  # unused owners
         return lookups
 

@@ -107,7 +107,7 @@ Per GPU and step: B = {work.batch_size:,} positive edges (bench.yaml's `per_repl
 cut into chunks of K + 1 = {work.in_batch_negatives + 1} (K = {work.in_batch_negatives} in-batch
 negatives), and G = {work.global_negatives} uniform negatives per chunk and side
 (`global_negatives_per_chunk`). The trainer's lookup layout (`SlotLayout`) then has
-S = 2B + 2·G·Q = **{work.slots:,} slots** per GPU and step, for Q = {layout.num_owners} chunk
+S = 2B + 2·G·Q = **{work.slots:,} slots** per GPU and step, for Q = {layout.num_owners[0]} chunk
 owners (the most chunks a batch can have; unused ones look up row 0 of `{work.tables[0].name}`).
 Negatives per relation (`global_negatives_per_chunk: false`) would give S = 2B + 2·G·R =
 {per_relation:,}, but bench.yaml draws them per chunk because large batches lost accuracy

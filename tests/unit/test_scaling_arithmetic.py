@@ -34,7 +34,7 @@ def eight_gpus() -> PlanOutcome:
 
 def test_lookups_fill_exactly_the_slots_of_the_layout() -> None:
     work = Workload()
-    assert sum(work.lookups_per_table().values()) == work.slots == 40_100
+    assert sum(work.lookups_per_table().values()) == work.slots == 40_000
 
 
 def test_row_wise_output_traffic_is_every_other_gpus_slots() -> None:

@@ -57,4 +57,4 @@ class AnchorTerm(nn.Module):
             old = found & real & (ids < old_rows[index])
             difference = live_rows[table][:positives] - anchored_rows[table][:positives].detach()
             total = total + (difference.pow(2).sum(-1) * old).sum()
-        return self.strength * total / max(batch.relation_offsets[-1], 1)
+        return self.strength * total / max(batch.pieces.num_real, 1)
