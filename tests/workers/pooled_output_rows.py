@@ -29,7 +29,6 @@ from tml.projects.twhin.parallel.sharded_model import shard_model  # noqa: E402
 
 TABLES = {"user": 40, "tweet": 60}
 RELATIONS = [("follows", "user", "user"), ("fav", "user", "tweet")]
-LAYOUT = SlotLayout(batch_size=8, global_negatives=2, in_batch_negatives=0, num_relations=2)
 
 
 def model_config(sharding_type: str) -> TwhinModelConfig:
@@ -45,20 +44,25 @@ def model_config(sharding_type: str) -> TwhinModelConfig:
     )  # fmt: skip
 
 
+def slot_layout(config: TwhinModelConfig) -> SlotLayout:
+    return SlotLayout(config.graph_shape(), batch_size=8, global_negatives=2, in_batch_negatives=0)
+
+
 def lookup_rows(sharding_type: str, rank: int, world_size: int, local_size: int) -> list[int]:
     """Rows of each lookup module's output on this rank, for one batch."""
     config = model_config(sharding_type)
+    layout = slot_layout(config)
     sharded = shard_model(config, torch.device("cpu"), 0, world_size, local_size,
-                          lookups_per_step=LAYOUT.num_slots)  # fmt: skip
+                          lookups_per_step=layout.num_slots)  # fmt: skip
     rows: list[int] = []
     for module in sharded.model.modules():
         for lookup in getattr(module, "_lookups", []):
             lookup.register_forward_hook(lambda _m, _i, out: rows.append(out.shape[0]))
-    builder = EdgeBatchBuilder(config.graph_shape(), LAYOUT)
+    builder = EdgeBatchBuilder(layout)
     rng = np.random.default_rng([rank])
-    relation = rng.integers(0, len(RELATIONS), LAYOUT.batch_size)
-    lhs = rng.integers(0, TABLES["user"], LAYOUT.batch_size)
-    rhs = rng.integers(0, TABLES["user"], LAYOUT.batch_size)  # valid in both rhs tables
+    relation = rng.integers(0, len(RELATIONS), layout.batch_size)
+    lhs = rng.integers(0, TABLES["user"], layout.batch_size)
+    rhs = rng.integers(0, TABLES["user"], layout.batch_size)  # valid in both rhs tables
     with torch.no_grad():
         sharded.model(builder.build(lhs, relation, rhs, rng))
     return rows
@@ -69,7 +73,7 @@ def main() -> None:
     out_dir, sharding_types = Path(sys.argv[1]), sys.argv[2:]
     records = [
         {"sharding_type": sharding_type, "rank": ctx.rank, "world_size": ctx.world_size,
-         "slots": LAYOUT.num_slots,
+         "slots": slot_layout(model_config(sharding_type)).num_slots,
          "rows": lookup_rows(sharding_type, ctx.rank, ctx.world_size, ctx.local_world_size)}
         for sharding_type in sharding_types
     ]  # fmt: skip
