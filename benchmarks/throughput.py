@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -97,14 +99,43 @@ def train_once(config: dict[str, Any], ranks: int, save_dir: Path) -> dict[str, 
                "--nproc_per_node", str(ranks), str(RUN_PY),
                f"--config_yaml_path={config_path}", f"--save_dir={save_dir}"]  # fmt: skip
     load = os.getloadavg()[0]
+    cpu_before = children_cpu_s()
     started = time.perf_counter()
     with open(save_dir / "train.log", "w") as log:
         subprocess.run(command, check=True, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
+    ended = time.time()
     records = [json.loads(line) for line in open(save_dir / "metrics.jsonl")]
     last = [r for r in records if r.get("split", "train") == "train"][-1]
-    return {"wall_s": wall, "loop_s": last["loop_s"], "peak_rss_mb": last["peak_rss_mb"],
-            "final_loss": last["loss"], "load_avg_1m": load}  # fmt: skip
+    return {"wall_s": wall, "cpu_s": children_cpu_s() - cpu_before, "loop_s": last["loop_s"],
+            "peak_rss_mb": last["peak_rss_mb"], "final_loss": last["loss"], "load_avg_1m": load,
+            "timeline": rank0_timeline(save_dir / "train.log", wall, ended)}  # fmt: skip
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process (torchrun and its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rank0_timeline(log: Path, wall: float, ended: float) -> dict[str, list[float | None]]:
+    """Rank 0's phases, [wall s, CPU s] (tml/core/timeline.py's log line), plus the launcher
+    (torchrun's start until rank 0's process started) and the exit (after rank 0's last line
+    until the command returned), which rank 0 cannot see."""
+    for line in log.read_text().splitlines():
+        if "timeline wall/cpu s:" not in line:
+            continue
+        stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        phases: dict[str, list[float | None]] = {}
+        for part in line.split(": ", 1)[1].split():
+            name, value = part.split("=")
+            phases[name] = [float(x) for x in value.split("/")]
+        exit_s = ended - stamp
+        total_wall = phases["total"][0] or 0.0
+        phases["launcher"] = [wall - total_wall - exit_s, None]
+        phases["exit"] = [exit_s, None]
+        return phases
+    return {}
 
 
 def step_breakdown(config: dict[str, Any], ranks: int, save_dir: Path) -> dict[str, Any]:
@@ -136,6 +167,7 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per rank count (median)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out ranking")
+    parser.add_argument("--no-profile", action="store_true", help="skip the step breakdown run")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     args = parser.parse_args()
@@ -147,7 +179,11 @@ def main() -> int:
     rows = []
     for ranks in args.ranks:
         runs = []
-        breakdown = step_breakdown(config, ranks, args.out / f"ranks{ranks}-profile")
+        breakdown = (
+            step_breakdown(config, ranks, args.out / f"ranks{ranks}-profile")
+            if not args.no_profile
+            else {"ms_per_step": {}, "wall_ms_per_step": None}
+        )
         for repeat in range(args.repeat):
             save_dir = args.out / f"ranks{ranks}-run{repeat}"
             run = train_once(config, ranks, save_dir)
