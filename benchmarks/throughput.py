@@ -88,12 +88,17 @@ def loader_edges_per_s(config: dict[str, Any], max_batches: int = 400) -> float:
     return edges / (time.perf_counter() - started)
 
 
-def train_once(config: dict[str, Any], ranks: int, save_dir: Path) -> dict[str, Any]:
+def train_once(
+    config: dict[str, Any], ranks: int, save_dir: Path, inductor_cache: Path | None = None
+) -> dict[str, Any]:
+    """One timed run; with model.compile, inductor's cache is `inductor_cache` (warm after the
+    first run that used it) or, when None, a new empty one (cold)."""
     shutil.rmtree(save_dir, ignore_errors=True)
     save_dir.mkdir(parents=True)
     config_path = save_dir.parent / f"{save_dir.name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE",
+               TORCHINDUCTOR_CACHE_DIR=str(inductor_cache or save_dir / "inductor-cache"))  # fmt: skip
     env.pop("OMP_NUM_THREADS", None)  # the trainer picks threads per rank
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", str(ranks), str(RUN_PY),
@@ -168,6 +173,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per rank count (median)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out ranking")
     parser.add_argument("--no-profile", action="store_true", help="skip the step breakdown run")
+    parser.add_argument("--threads", type=int, default=None, help="runtime.threads_per_rank")
+    parser.add_argument("--compile", action="store_true", help="model.compile: true")
+    parser.add_argument(
+        "--inductor-cache", type=Path, default=None,
+        help="with --compile: one inductor cache for every run (warm after the first); "
+        "default: a new one per run (cold)",
+    )  # fmt: skip
     parser.add_argument("--data", type=Path, default=REPO / "data" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     args = parser.parse_args()
@@ -175,6 +187,9 @@ def main() -> int:
     graph = graph_dir(args.data, args.entities, args.edges)
     train_edges = json.loads((graph / "graph.json").read_text())["num_train_edges"]
     config = bench_config(graph, args.entities, args.batch_size)
+    config["model"]["compile"] = args.compile
+    if args.threads:
+        config.setdefault("runtime", {})["threads_per_rank"] = args.threads
     loader = loader_edges_per_s(config)
     rows = []
     for ranks in args.ranks:
@@ -186,7 +201,7 @@ def main() -> int:
         )
         for repeat in range(args.repeat):
             save_dir = args.out / f"ranks{ranks}-run{repeat}"
-            run = train_once(config, ranks, save_dir)
+            run = train_once(config, ranks, save_dir, args.inductor_cache)
             row = {
                 "ranks": ranks, "run": repeat, "edges": train_edges,
                 "batch_size": config["train_data"]["per_replica_batch_size"],

@@ -17,6 +17,7 @@ _KNOWN_NOISE = (
     "TypedStorage is deprecated",
     "is deprecated. Please use",  # torch's own collectives used inside TorchRec
     "torch.distributed is disabled, unavailable or uninitialized",  # offline DCP export
+    "torch._prims_common.check` is deprecated",  # inductor's own lowering (model.compile)
 )
 
 

@@ -15,6 +15,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
+from tml.projects.twhin.models.compiled_scoring import compile_scoring
 from tml.projects.twhin.models.config import DataType, TwhinModelConfig
 from tml.projects.twhin.models.scorer import EdgeScorer
 
@@ -61,6 +62,8 @@ class TwhinModel(nn.Module):
         super().__init__()
         self.tables = EmbeddingBagCollection(tables=table_configs(config), device=table_device)
         self.scorer = EdgeScorer(config)
+        if config.compile:
+            compile_scoring(self.scorer)
 
     def forward(self, batch: EdgeBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         embeddings = self.tables(batch.lookups)
