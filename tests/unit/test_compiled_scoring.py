@@ -31,8 +31,14 @@ CONFIG = {
 
 
 @pytest.fixture(autouse=True)
-def inductor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(compiled_scoring.CACHE_ENV, str(tmp_path / "inductor"))
+def inductor_cache(
+    pytestconfig: pytest.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest's cache folder, not the user's: the first run compiles (about 30 s of CPU), later
+    runs of the suite in the same checkout reuse the kernels."""
+    cache = pytestconfig.cache
+    folder = cache.mkdir("inductor") if cache is not None else tmp_path / "inductor"
+    monkeypatch.setenv(compiled_scoring.CACHE_ENV, str(folder))
 
 
 def models(compile_scorer: bool) -> tuple[TwhinModel, TwhinModel]:
