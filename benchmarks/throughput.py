@@ -1,14 +1,16 @@
 """Throughput benchmark on PyTorch-BigGraph's setup: positive edges/s, where the time goes, memory.
 
     python benchmarks/throughput.py [--entities 1000000] [--edges 5000000] [--ranks 1 2]
-        [--batch-size N] [--repeat K] [--eval-edges N] [--data DIR] [--out DIR]
+        [--batch-size N] [--repeat K] [--no-eval] [--no-profile] [--threads T]
+        [--compile [--inductor-cache DIR]] [--data DIR] [--out DIR]
 
 Generates (once, cached under --data) a homogeneous synthetic graph: power-law endpoints,
 4 relations mixed 50/30/15/5 %, ids scattered, 0.1 % held out. Trains one epoch of it with
 configs/bench.yaml (translation + dot, dim 64, 50 in-batch + 50 uniform negatives, softmax,
 row-wise Adagrad lr 0.1) on each rank count via torchrun, then ranks the held-out edges against
 every entity (filtered MRR), so speed never comes from skipping work. Prints one JSON line per
-run and a table of medians over --repeat runs; the step breakdown comes from one short extra run
+run (with rank 0's timeline of fixed costs, tml/core/timeline.py) and a table of medians over
+--repeat runs; the step breakdown comes from one short extra run
 per rank count under the profiler, which is kept out of the timed runs. PBG 1.0 does about
 208,000 edges/s with 2 processes on a 2-core machine of this kind (124,000 with 1).
 """

@@ -36,7 +36,7 @@ def inductor_cache(
 ) -> None:
     """pytest's cache folder, not the user's: the first run compiles (about 30 s of CPU), later
     runs of the suite in the same checkout reuse the kernels."""
-    cache = pytestconfig.cache
+    cache = getattr(pytestconfig, "cache", None)  # None with -p no:cacheprovider
     folder = cache.mkdir("inductor") if cache is not None else tmp_path / "inductor"
     monkeypatch.setenv(compiled_scoring.CACHE_ENV, str(folder))
 
