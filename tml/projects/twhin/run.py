@@ -46,7 +46,7 @@ from tml.core.distributed import (  # noqa: E402
 )
 from tml.core.errors import EXIT_INPUT_ERROR, EXIT_OK, InputError, stop_exit_code  # noqa: E402
 from tml.core.log_setup import setup_logging  # noqa: E402
-from tml.core.parent_watch import under_torchrun, watch_parent  # noqa: E402
+from tml.core.parent_watch import say_if_orphaned, under_torchrun, watch_parent  # noqa: E402
 from tml.core.save_dir_lock import hold_save_dir  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
 from tml.projects.twhin.training.preflight import PreparedRun, prepare  # noqa: E402
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     # ranks here only delayed every rank's exit until rank 0 had exported.
     timeline.mark("teardown")
     log.info("%s", timeline.summary())
+    say_if_orphaned()
     return EXIT_OK if finished else stop_exit_code(stop_request.stop_signal())
 
 
