@@ -1,14 +1,16 @@
 """Throughput benchmark on PyTorch-BigGraph's setup: positive edges/s, where the time goes, memory.
 
     python benchmarks/throughput.py [--entities 1000000] [--edges 5000000] [--ranks 1 2]
-        [--batch-size N] [--repeat K] [--eval-edges N] [--data DIR] [--out DIR]
+        [--batch-size N] [--repeat K] [--no-eval] [--no-profile] [--threads T]
+        [--compile [--inductor-cache DIR]] [--data DIR] [--out DIR]
 
 Generates (once, cached under --data) a homogeneous synthetic graph: power-law endpoints,
 4 relations mixed 50/30/15/5 %, ids scattered, 0.1 % held out. Trains one epoch of it with
 configs/bench.yaml (translation + dot, dim 64, 50 in-batch + 50 uniform negatives, softmax,
 row-wise Adagrad lr 0.1) on each rank count via torchrun, then ranks the held-out edges against
 every entity (filtered MRR), so speed never comes from skipping work. Prints one JSON line per
-run and a table of medians over --repeat runs; the step breakdown comes from one short extra run
+run (with rank 0's timeline of fixed costs, tml/core/timeline.py) and a table of medians over
+--repeat runs; the step breakdown comes from one short extra run
 per rank count under the profiler, which is kept out of the timed runs. PBG 1.0 does about
 208,000 edges/s with 2 processes on a 2-core machine of this kind (124,000 with 1).
 """
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -86,25 +90,59 @@ def loader_edges_per_s(config: dict[str, Any], max_batches: int = 400) -> float:
     return edges / (time.perf_counter() - started)
 
 
-def train_once(config: dict[str, Any], ranks: int, save_dir: Path) -> dict[str, Any]:
+def train_once(
+    config: dict[str, Any], ranks: int, save_dir: Path, inductor_cache: Path | None = None
+) -> dict[str, Any]:
+    """One timed run; with model.compile, inductor's cache is `inductor_cache` (warm after the
+    first run that used it) or, when None, a new empty one (cold)."""
     shutil.rmtree(save_dir, ignore_errors=True)
     save_dir.mkdir(parents=True)
     config_path = save_dir.parent / f"{save_dir.name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE",
+               TORCHINDUCTOR_CACHE_DIR=str(inductor_cache or save_dir / "inductor-cache"))  # fmt: skip
     env.pop("OMP_NUM_THREADS", None)  # the trainer picks threads per rank
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", str(ranks), str(RUN_PY),
                f"--config_yaml_path={config_path}", f"--save_dir={save_dir}"]  # fmt: skip
     load = os.getloadavg()[0]
+    cpu_before = children_cpu_s()
     started = time.perf_counter()
     with open(save_dir / "train.log", "w") as log:
         subprocess.run(command, check=True, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
+    ended = time.time()
     records = [json.loads(line) for line in open(save_dir / "metrics.jsonl")]
     last = [r for r in records if r.get("split", "train") == "train"][-1]
-    return {"wall_s": wall, "loop_s": last["loop_s"], "peak_rss_mb": last["peak_rss_mb"],
-            "final_loss": last["loss"], "load_avg_1m": load}  # fmt: skip
+    return {"wall_s": wall, "cpu_s": children_cpu_s() - cpu_before, "loop_s": last["loop_s"],
+            "peak_rss_mb": last["peak_rss_mb"], "final_loss": last["loss"], "load_avg_1m": load,
+            "timeline": rank0_timeline(save_dir / "train.log", wall, ended)}  # fmt: skip
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process (torchrun and its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rank0_timeline(log: Path, wall: float, ended: float) -> dict[str, list[float | None]]:
+    """Rank 0's phases, [wall s, CPU s] (tml/core/timeline.py's log line), plus the launcher
+    (torchrun's start until rank 0's process started) and the exit (after rank 0's last line
+    until the command returned), which rank 0 cannot see."""
+    for line in log.read_text().splitlines():
+        if "timeline wall/cpu s:" not in line:
+            continue
+        stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        phases: dict[str, list[float | None]] = {}
+        for part in line.split(": ", 1)[1].split():
+            name, value = part.split("=")
+            phases[name] = [float(x) for x in value.split("/")]
+        exit_s = ended - stamp
+        total_wall = phases["total"][0] or 0.0
+        phases["launcher"] = [wall - total_wall - exit_s, None]
+        phases["exit"] = [exit_s, None]
+        return phases
+    return {}
 
 
 def step_breakdown(config: dict[str, Any], ranks: int, save_dir: Path) -> dict[str, Any]:
@@ -136,6 +174,14 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per rank count (median)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out ranking")
+    parser.add_argument("--no-profile", action="store_true", help="skip the step breakdown run")
+    parser.add_argument("--threads", type=int, default=None, help="runtime.threads_per_rank")
+    parser.add_argument("--compile", action="store_true", help="model.compile: true")
+    parser.add_argument(
+        "--inductor-cache", type=Path, default=None,
+        help="with --compile: one inductor cache for every run (warm after the first); "
+        "default: a new one per run (cold)",
+    )  # fmt: skip
     parser.add_argument("--data", type=Path, default=REPO / "data" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     args = parser.parse_args()
@@ -143,14 +189,21 @@ def main() -> int:
     graph = graph_dir(args.data, args.entities, args.edges)
     train_edges = json.loads((graph / "graph.json").read_text())["num_train_edges"]
     config = bench_config(graph, args.entities, args.batch_size)
+    config["model"]["compile"] = args.compile
+    if args.threads:
+        config.setdefault("runtime", {})["threads_per_rank"] = args.threads
     loader = loader_edges_per_s(config)
     rows = []
     for ranks in args.ranks:
         runs = []
-        breakdown = step_breakdown(config, ranks, args.out / f"ranks{ranks}-profile")
+        breakdown = (
+            step_breakdown(config, ranks, args.out / f"ranks{ranks}-profile")
+            if not args.no_profile
+            else {"ms_per_step": {}, "wall_ms_per_step": None}
+        )
         for repeat in range(args.repeat):
             save_dir = args.out / f"ranks{ranks}-run{repeat}"
-            run = train_once(config, ranks, save_dir)
+            run = train_once(config, ranks, save_dir, args.inductor_cache)
             row = {
                 "ranks": ranks, "run": repeat, "edges": train_edges,
                 "batch_size": config["train_data"]["per_replica_batch_size"],

@@ -17,6 +17,7 @@ _KNOWN_NOISE = (
     "TypedStorage is deprecated",
     "is deprecated. Please use",  # torch's own collectives used inside TorchRec
     "torch.distributed is disabled, unavailable or uninitialized",  # offline DCP export
+    "torch._prims_common.check` is deprecated",  # inductor's own lowering (model.compile)
 )
 
 
@@ -27,10 +28,12 @@ class _DropKnownNoise(logging.Filter):
 
 
 def setup_logging(rank: int) -> None:
-    """Timestamped lines tagged with the rank; INFO on rank 0, WARNING elsewhere."""
+    """Lines stamped to the millisecond and tagged with the rank; INFO on rank 0, WARNING elsewhere."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        logging.Formatter(f"%(asctime)s [rank{rank}] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+        logging.Formatter(
+            f"%(asctime)s.%(msecs)03d [rank{rank}] %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
+        )
     )
     handler.addFilter(_DropKnownNoise())
     root = logging.getLogger()

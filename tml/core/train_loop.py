@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tml.core import timeline
 from tml.core.metrics import MetricsWriter
 from tml.core.profiling import StepProfiler
 from tml.core.progress import ProgressBar
@@ -72,12 +73,16 @@ def train_loop(
         with profiler.around(step) if profiler else nullcontext():
             output = pipeline.progress(batches)
         progress.update()
+        if step == schedule.start_step:
+            timeline.mark("first_step")
         edges = output["weight"].sum()
         window_loss += output["loss"].double() * edges
         window_edges += edges
         steps_done_in_window += 1
         done = step + 1
         last = done == schedule.total_steps
+        if last:
+            timeline.mark("steps")
         if done % schedule.log_every == 0 or last:
             totals = torch.stack([window_loss, window_edges])
             dist.all_reduce(totals)  # every rank's edges: the job's loss and throughput

@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if __package__ in (None, ""):  # run as a script by torchrun: make `tml` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from tml.core import stop_request  # noqa: E402  (imports no torch)
+from tml.core import stop_request, timeline  # noqa: E402  (import no torch)
 
 if __name__ == "__main__":
     stop_request.install_stop_handler()  # before the slow imports: a signal now is a stop request
@@ -30,6 +30,7 @@ from tml.core.device_check import exit_unless_expected_device  # noqa: E402
 exit_unless_expected_device()
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import traceback  # noqa: E402
 
 import pydantic  # noqa: E402
@@ -42,15 +43,16 @@ from tml.core.distributed import (  # noqa: E402
     configure_threads,
     exit_process,
     init_distributed,
-    shutdown,
 )
 from tml.core.errors import EXIT_INPUT_ERROR, EXIT_OK, InputError, stop_exit_code  # noqa: E402
 from tml.core.log_setup import setup_logging  # noqa: E402
-from tml.core.parent_watch import under_torchrun, watch_parent  # noqa: E402
+from tml.core.parent_watch import say_if_orphaned, under_torchrun, watch_parent  # noqa: E402
 from tml.core.save_dir_lock import hold_save_dir  # noqa: E402
 from tml.projects.twhin.config import TwhinConfig  # noqa: E402
 from tml.projects.twhin.training.preflight import PreparedRun, prepare  # noqa: E402
 from tml.projects.twhin.training.trainer import run_training  # noqa: E402
+
+log = logging.getLogger("tml.projects.twhin.run")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    timeline.mark("imports")
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             except pydantic.ValidationError as exc:
                 raise ConfigError(f"--save_dir: {format_validation_error(exc)}") from None
         configure_threads(config.runtime.threads_per_rank, local_world_size)
+        timeline.mark("config")
         run = prepare(config, rank, world_size)
+        timeline.mark("data_plan")
         if under_torchrun():  # do not outlive the agent (tml.core.parent_watch)
             watch_parent(stop_request.grace_period_s())
     except InputError as exc:
@@ -83,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_INPUT_ERROR
     ctx = init_distributed(config.runtime.collective_timeout_s)
+    timeline.mark("process_group")
     if config.runtime.enable_tensorfloat32:
         import torch
 
@@ -96,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # one rank failing must end the job, not leave the others in a collective
         traceback.print_exc()
         abort_job(f"rank {ctx.rank} failed; see the traceback above")
-    shutdown()
+    # No teardown (barrier, destroy_process_group, collecting DMP's gloo objects): the process
+    # leaves with os._exit (exit_process), which never finalises them, and waiting for the other
+    # ranks here only delayed every rank's exit until rank 0 had exported.
+    timeline.mark("teardown")
+    log.info("%s", timeline.summary())
+    say_if_orphaned()
     return EXIT_OK if finished else stop_exit_code(stop_request.stop_signal())
 
 

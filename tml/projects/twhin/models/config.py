@@ -167,6 +167,14 @@ class TwhinModelConfig(BaseConfig):
     margin: pydantic.NonNegativeFloat = pydantic.Field(
         0.1, description="Margin of the ranking loss (ignored by the other losses)."
     )
+    compile: bool = pydantic.Field(
+        False,
+        description="Compile the scorer's per-group scoring and loss, forward and backward, with "
+        "torch.compile (inductor): one graph per relation, compiled in the first steps and "
+        "cached under TORCHINDUCTOR_CACHE_DIR (default ~/.cache/tml-twhin/inductor); a failure "
+        "to compile is a warning and training goes on eagerly. docs/throughput.md has its "
+        "measured cost and gain.",
+    )
 
     @pydantic.model_validator(mode="after")
     def _relations_fit_tables(self) -> TwhinModelConfig:

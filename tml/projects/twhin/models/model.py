@@ -16,6 +16,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.models.anchor import ANCHOR_SUFFIX, AnchorTerm, anchor_table_name
+from tml.projects.twhin.models.compiled_scoring import compile_scoring
 from tml.projects.twhin.models.config import DataType, TwhinModelConfig
 from tml.projects.twhin.models.scorer import EdgeScorer
 
@@ -76,6 +77,8 @@ class TwhinModel(nn.Module):
                 tables=table_configs(config, ANCHOR_SUFFIX), device=table_device
             )
             self.anchor_term = AnchorTerm([t.name for t in config.embeddings.tables], anchor)
+        if config.compile:
+            compile_scoring(self.scorer)
 
     def forward(self, batch: EdgeBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         embeddings = self.tables(batch.lookups)

@@ -4,6 +4,7 @@ gathers a whole table: evaluation works on the shards (eval/row_sources.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -44,3 +45,30 @@ def splits_columns(weight: object, dim: int) -> bool:
     if not hasattr(weight, "metadata"):
         return False
     return any(shard.shard_sizes[1] != dim for shard in weight.metadata().shards_metadata)
+
+
+def whole_table_rows(
+    weight: Any, num_rows: int, dim: int, max_rows: int
+) -> list[tuple[int, torch.Tensor]] | None:
+    """(first row, rows) views of at most `max_rows` rows, in row order, when this rank's shards
+    hold every row of the table whole (world size 1, or the table placed on this rank); None
+    when some rows or columns live elsewhere. Nothing is copied."""
+    shards = sorted((row0, shard) for shard, row0, col0 in local_shards(weight) if col0 == 0)
+    if any(shard.shape[1] != dim for _, shard in shards):
+        return None
+    expected = 0
+    for row0, shard in shards:
+        if row0 != expected:
+            return None
+        expected += shard.shape[0]
+    if expected != num_rows:
+        return None
+    return list(_windows(shards, max_rows))
+
+
+def _windows(
+    shards: list[tuple[int, torch.Tensor]], max_rows: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    for row0, shard in shards:
+        for start in range(0, shard.shape[0], max_rows):
+            yield row0 + start, shard[start : start + max_rows].detach()

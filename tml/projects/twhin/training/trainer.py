@@ -11,12 +11,14 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-from tml.core import stop_request
+from tml.core import stop_request, timeline
 from tml.core.checkpoint import CheckpointManager
 from tml.core.distributed import DistributedContext
 from tml.core.metrics import MetricsWriter, format_duration
@@ -24,12 +26,13 @@ from tml.core.preemption import StopAgreement
 from tml.core.prefetch import Prefetcher
 from tml.core.profiling import StepProfiler
 from tml.core.train_loop import AfterEvaluation, LoopSchedule, train_loop
-from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE
+from tml.projects.twhin.artifacts.checkpoints import MODEL_STATE, OPTIMIZER_STATE, ROWS_PER_READ
 from tml.projects.twhin.artifacts.export import export
 from tml.projects.twhin.batch.edge_batch import EdgeBatch
 from tml.projects.twhin.data.dataset import EdgeDataset
 from tml.projects.twhin.parallel.norms import table_norm_stats
 from tml.projects.twhin.parallel.sharded_model import ShardedTwhin, shard_model
+from tml.projects.twhin.parallel.tables import table_weights, whole_table_rows
 from tml.projects.twhin.training.early_stopping import STATE_KEY, EarlyStopper
 from tml.projects.twhin.training.preflight import PreparedRun
 from tml.projects.twhin.training.resume import restore
@@ -70,6 +73,7 @@ class TwhinTrainer:
             lookups_per_step=run.train_data.builder.layout.num_slots,
             anchor=self.config.warm_start.anchor,
         )  # fmt: skip
+        timeline.mark("model")
         paths = run.run_dir
         self.checkpoints = CheckpointManager(
             paths.checkpoints, training.checkpoint_max_to_keep, ctx.rank
@@ -81,6 +85,7 @@ class TwhinTrainer:
         self.steps_per_epoch = run.train_data.steps_per_epoch
         self.position_offset = 0  # data position minus step; not 0 after a world size change
         self._config_copied = False  # the config beside the checkpoints (export reads it)
+        self.last_saved: Path | None = None  # the checkpoint this process wrote last
         self.total_steps = min(training.num_train_steps, training.num_epochs * self.steps_per_epoch)
 
     def _state(self) -> dict[str, Any]:
@@ -113,6 +118,7 @@ class TwhinTrainer:
             config_copy = self.config.model_dump(mode="json", exclude_none=True)
             self.run.run_dir.config.write_text(yaml.safe_dump(config_copy, sort_keys=False))
             self._config_copied = True
+        self.last_saved = path
         log.info("checkpoint written: %s", path)
         if self.early_stopping is not None:
             self.early_stopping.saved(step)  # best.json names only published checkpoints
@@ -139,6 +145,7 @@ class TwhinTrainer:
         log_start(self.run, self.ctx, self.sharded.plan, start.step, self.total_steps)
         if self.early_stopping is not None:
             self.early_stopping.begin(start, training.eval_log_every_n)
+        timeline.mark("restore")
         return start
 
     def train(self) -> bool:
@@ -193,6 +200,7 @@ class TwhinTrainer:
             )
         finally:
             batches.close()
+        timeline.mark("final_checkpoint")
         stopper = self.early_stopping
         if stopper is not None and stopper.exhausted and done < self.total_steps:
             stopper.log_stop(done, self.total_steps)
@@ -205,6 +213,19 @@ class TwhinTrainer:
             )  # fmt: skip
             return False
         return True
+
+    def tables_in_memory(self) -> dict[str, list[tuple[int, torch.Tensor]]]:
+        """Row blocks of the tables this rank holds whole (parallel/tables.py), for the export:
+        they are the last checkpoint's rows when nothing trained after it."""
+        weights = table_weights(self.sharded.model)
+        held = {}
+        for table in self.config.model.embeddings.tables:
+            rows = whole_table_rows(
+                weights[table.name], table.num_embeddings, table.embedding_dim, ROWS_PER_READ
+            )
+            if rows is not None:
+                held[table.name] = rows
+        return held
 
     def _profiler(self, start_step: int) -> StepProfiler | None:
         steps = self.config.runtime.profile_steps
@@ -226,12 +247,21 @@ def run_training(run: PreparedRun, ctx: DistributedContext) -> bool:
         finished = trainer.train()
     finally:
         trainer.metrics.close()  # flushes and closes the TensorBoard event file
-    # Free DMP before teardown: gloo work objects it keeps alive abort the process when they are
-    # freed during interpreter finalization (see tml/core/distributed.py, `shutdown`).
     stopper = trainer.early_stopping
-    del trainer
     if ctx.is_chief and finished:
-        files = export(run.run_dir.root, stopper.export_choice() if stopper else None)
+        if stopper is not None and stopper.export_choice() == "best":
+            files = export(run.run_dir.root, "best")  # an earlier checkpoint: read from its files
+        else:
+            # The final checkpoint was written from these tables a moment ago: what this rank
+            # holds whole comes from memory (no second pass over the checkpoint), the rest from
+            # the files.
+            written = trainer.last_saved
+            files = export(
+                run.run_dir.root,
+                str(written) if written else None,
+                in_memory=trainer.tables_in_memory() if written else None,
+            )
+        timeline.mark("export")
         log.info("done in %s", format_duration(time.perf_counter() - started))
         log.info("checkpoints: %s", run.run_dir.checkpoints)
         log.info("metrics:     %s", run.run_dir.metrics)
