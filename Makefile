@@ -28,7 +28,7 @@ SHELL_SCRIPTS := entrypoint.sh tools/image-requirements.sh tools/lock.sh tools/c
 	deploy/slurm/train.sbatch .ci/run tools/ensure-postgres.sh
 K8S_MANIFESTS := $(wildcard deploy/k8s/*.yaml)
 
-.PHONY: help setup run-local data test test-fast test-resume lint format docs clean \
+.PHONY: help setup run-local data test test-fast test-resume test-tools lint format docs clean \
 	import-kinships run-kinships bench-quality bench bench-relations bench-ranking bench-retrieval \
 	bench-versions report lock tune-kinships scaling-doc
 
@@ -65,8 +65,12 @@ run-local: setup data  ## train configs/local.yaml with torchrun on NPROC ranks 
 report: setup  ## plots and an index.html of SAVE_DIR's run into SAVE_DIR/report
 	$(PY) -m tml.projects.twhin.report --save_dir=$(SAVE_DIR)
 
-test: setup lint  ## lint, then the whole test suite: unit and multi-process (torchrun) tests
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+test: setup lint  ## lint, then the unit and multi-process (torchrun) tests, all but test-tools
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not tools"
+
+# Kept out of `make test` for its time budget; CI (.ci/run) runs both.
+test-tools: setup  ## tune (with PostgreSQL), compiled scoring, the image and deploy-job tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m tools
 
 test-fast: setup  ## the unit tests only (tests/unit: no torchrun, under a minute)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/unit

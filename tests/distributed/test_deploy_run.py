@@ -24,6 +24,10 @@ from tests.distributed.test_launch import (
 )
 from tml.core.checkpoint import complete_checkpoints
 
+# In `make test-tools` (CI runs it after `make test`), not `make test`: see docs/development.md.
+pytestmark = pytest.mark.tools
+
+
 # --- two nodes configured only by Kubeflow's variables -------------------------------------------
 
 

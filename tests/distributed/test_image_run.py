@@ -8,11 +8,16 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, embeddings, torchrun_env
 from tests.distributed.test_launch import VENV_BIN, run_entrypoint, short_run_config, write_text
 from tests.distributed.test_training_run import read_metrics, read_metrics_split
 from tests.unit.test_image import image_env
 from tml.core.checkpoint import complete_checkpoints
+
+# In `make test-tools` (CI runs it after `make test`), not `make test`: see docs/development.md.
+pytestmark = pytest.mark.tools
 
 
 def check_imports(variant: str, output: Path) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,9 @@ from tml.projects.twhin.tuning.storage import default_url, open_storage
 from tml.projects.twhin.tuning.trial_config import TrialConfigBuilder
 from tml.projects.twhin.tuning.worker import TuneWorker, WorkerSettings
 
+# In `make test-tools` (CI runs it after `make test`), not `make test`: see docs/development.md.
+pytestmark = pytest.mark.tools
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -16,6 +16,9 @@ from tests.postgres_server import find_server_bin, postgres_server
 from tests.tune_helpers import LR, load_study, make_graph, runs_in, start_tune, write_space
 from tml.core.checkpoint import complete_checkpoints
 
+# In `make test-tools` (CI runs it after `make test`), not `make test`: see docs/development.md.
+pytestmark = pytest.mark.tools
+
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:

@@ -16,6 +16,10 @@ from tml.projects.twhin.models import compiled_scoring
 from tml.projects.twhin.models.compiled_scoring import CompiledCall
 from tml.projects.twhin.models.model import TwhinModel
 
+# In `make test-tools` (CI runs it after `make test`), not `make test`: see docs/development.md.
+pytestmark = pytest.mark.tools
+
+
 CONFIG = {
     "model": {
         "translation_optimizer": {"sgd": {"lr": 0.1}},
