@@ -99,6 +99,8 @@ def test_entrypoint_export_job(host_run: tuple[Path, Path]) -> None:
     result = run_entrypoint("export", SAVE_DIR=str(save_dir))
     assert_ok(result)
     assert "entrypoint: python -m tml.projects.twhin.export --save_dir" in result.stderr
+    output = result.stdout + result.stderr
+    assert "exported user, tweet" in output and "(parquet) from " in output, "INFO lines shown"
     names = {p.name for p in (save_dir / "embeddings").glob("*.parquet")}
     assert {"user.parquet", "tweet.parquet", "relations.parquet"} <= names
 

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"One or more of {', '.join(FORMATS)}, comma-separated (default: parquet).",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # force: an import may already have given the root logger a handler (then INFO lines vanished)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     try:
         files = export(args.save_dir, args.checkpoint, args.format)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
