@@ -66,6 +66,19 @@ def staging_directory(out: Path) -> Path:
     return staging
 
 
+@contextmanager
+def built_directory(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A staging directory to build `out` in: published as `out` when the block ends, removed
+    when it raises, so a failed run never leaves a half-written `out`."""
+    staging = staging_directory(out)
+    try:
+        yield staging
+        publish_directory(staging, out, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def publish_directory(staging: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished `staging` directory to `out`, replacing an old `out` only now."""
     check_out_dir(out, overwrite)

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
-from tml.core.files import check_out_dir, publish_directory, staging_directory
+from tml.core.files import built_directory, check_out_dir
 from tml.projects.twhin.data.graph_files import VOCAB_DIR
 from tml.projects.twhin.models.operators import OPERATORS
 from tml.projects.twhin.tools.import_kg import reading
@@ -89,8 +88,7 @@ def import_kg(
     previous_sizes = {table: len(names) for table, names in vocabulary.tables.items()}
     presence = Presence()
 
-    tmp = staging_directory(out_dir)
-    try:
+    with built_directory(out_dir, overwrite) as tmp:
         edges: dict[str, int] = {}
         for split, path in files.items():
             writer = edge_writer(tmp / split)
@@ -110,10 +108,6 @@ def import_kg(
         config = build_config(out_dir, vocabulary, edges, operator, dim)
         header_lines = config_header(out_dir, files, types_path, command)
         write_config(tmp / "config.yaml", config, header_lines)
-        publish_directory(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "out": str(out_dir),
         "config": str(out_dir / "config.yaml"),

@@ -23,7 +23,6 @@ Output under DIR:
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tml.core.files import check_out_dir, publish_directory, staging_directory
+from tml.core.files import built_directory, check_out_dir
 from tml.projects.twhin.data.files import PARQUET_OPTIONS, EdgeFileWriter
 from tml.projects.twhin.data.graph_files import COMMUNITIES_FILE
 from tml.projects.twhin.tools.synthetic.sampling import TableSampler, generate_edges
@@ -116,8 +115,7 @@ def generate(
     split_rng = np.random.default_rng(split_ss)
     is_validation[split_rng.choice(num_edges, size=num_validation, replace=False)] = True
 
-    staging = staging_directory(out)
-    try:
+    with built_directory(out, overwrite) as staging:
         edge_rng = np.random.default_rng(edge_ss)
         split_rows = _write_edges(
             staging, is_validation, rows_per_file, row_group_size,
@@ -136,10 +134,6 @@ def generate(
             "num_communities": num_communities,
         }
         (staging / "graph.json").write_text(json.dumps(graph, indent=2) + "\n")
-        publish_directory(staging, out, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return graph
 
 

@@ -13,14 +13,13 @@ give the same bytes.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from tml.core.files import check_out_dir, publish_directory, staging_directory
+from tml.core.files import built_directory, check_out_dir
 from tml.projects.twhin.data.files import EdgeFileWriter, list_parquet_files
 from tml.projects.twhin.data.graph_files import COMMUNITIES_FILE
 from tml.projects.twhin.tools.synthetic.generator import write_communities
@@ -80,8 +79,7 @@ def grow(
     is_validation = rng.random(num_new) < graph["num_validation_edges"] / old_edges
     out = Path(out_dir).absolute()
     check_out_dir(out, overwrite)
-    staging = staging_directory(out)
-    try:
+    with built_directory(out, overwrite) as staging:
         rows = {}
         for split, mask in zip(SPLITS, (~is_validation, is_validation), strict=True):
             writer = EdgeFileWriter(staging / split, rows_per_file, row_group_size)
@@ -102,10 +100,6 @@ def grow(
                            "new_fraction": new_fraction, "seed": seed},
         }  # fmt: skip
         (staging / "graph.json").write_text(json.dumps(grown, indent=2) + "\n")
-        publish_directory(staging, out, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return grown
 
 
